@@ -1,0 +1,1 @@
+"""hybridlm: DVC pipeline and model code for hybrid Gated DeltaNet + attention speech codec LMs."""

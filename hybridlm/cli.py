@@ -1,0 +1,122 @@
+"""The `hybridlm` command line: one command per DVC stage, plus `info`, `bench` and `demo`.
+
+Why one command per stage: dvc.yaml's `cmd:` lines stay one short call each, and every stage can be run by hand
+with the same code path DVC uses. Heavy imports (torch, transformers) happen inside the commands, so `--help`
+stays fast.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+
+from hybridlm.params import ParamError, load_params
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.split("\n")[0])
+
+PARAMS = typer.Option(Path("params.yaml"), "--params", "-p", help="params.yaml to read (grouped by stage).")
+
+
+def _fail(exc: Exception) -> None:
+    typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code=2)
+
+
+def _run(stage_module: str, params_path: Path, **options) -> None:
+    """Load and validate params, then run one stage module's `run(params, **options)`."""
+    import importlib
+
+    try:
+        params = load_params(params_path)
+        module = importlib.import_module(f"hybridlm.stages.{stage_module}")
+        module.run(params, **options)
+    except (ParamError, FileNotFoundError, ValueError) as exc:
+        _fail(exc)
+
+
+@app.command()
+def download(params: Path = PARAMS) -> None:
+    """Fetch LJ Speech 1.1 (or a local archive/folder, or the synthetic corpus) into data/raw/LJSpeech-1.1."""
+    _run("download", params)
+
+
+@app.command()
+def resample(
+    params: Path = PARAMS,
+    workers: int = typer.Option(0, help="Parallel processes (0 = all cores). Does not change the output."),
+) -> None:
+    """Resample every clip to 24 kHz mono FLAC and write data/resampled/manifest.tsv."""
+    _run("resample", params, workers=workers)
+
+
+@app.command()
+def tokenize(
+    params: Path = PARAMS,
+    device: str = typer.Option("auto", help="auto | cpu | cuda. Does not change the codes beyond float noise."),
+) -> None:
+    """EnCodec-tokenize 8 s chunks into zstd Parquet shards under data/tokens."""
+    _run("tokenize", params, device=device)
+
+
+@app.command()
+def split(params: Path = PARAMS) -> None:
+    """Clip-level train/val split of the token shards into data/split/{train,val}; writes metrics/data.json."""
+    _run("split", params)
+
+
+@app.command()
+def train(params: Path = PARAMS) -> None:
+    """Train the hybrid LM; checkpoints at train.save_steps under data/checkpoints (resumes where it can)."""
+    _run("train", params)
+
+
+@app.command()
+def evaluate(params: Path = PARAMS) -> None:
+    """EMA validation cross-entropy and perplexity for every checkpoint into metrics/eval.json."""
+    _run("evaluate", params)
+
+
+@app.command()
+def render(params: Path = PARAMS) -> None:
+    """Unconditional samples from every checkpoint: WAVs, spectrograms and an HTML gallery under data/samples."""
+    _run("render", params)
+
+
+@app.command()
+def info(params: Path = PARAMS) -> None:
+    """Print the model's layer schedule and parameter count for params.yaml's `model:` section."""
+    _run("info", params)
+
+
+@app.command()
+def bench(
+    batch: int = typer.Option(2, help="Batch size."),
+    length: int = typer.Option(1024, help="Sequence length T."),
+    heads: int = typer.Option(6, help="Heads H."),
+    key_dim: int = typer.Option(48, help="Key head dim K."),
+    value_dim: int = typer.Option(96, help="Value head dim V."),
+    repeats: int = typer.Option(5, help="Timed repeats per backend (median reported)."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda."),
+) -> None:
+    """Time forward+backward of each Gated DeltaNet backend and print the table with ratios."""
+    from hybridlm.ops.benchmark import run_benchmark
+
+    run_benchmark(batch=batch, length=length, heads=heads, key_dim=key_dim, value_dim=value_dim,
+                  repeats=repeats, device=device)
+
+
+@app.command()
+def demo(
+    workdir: Path = typer.Option(Path("demo"), help="Workspace to create (a fresh git+DVC repo)."),
+) -> None:
+    """Run the whole pipeline with `dvc repro` on the synthetic corpus and a tiny model (CPU, a few minutes)."""
+    from hybridlm.demo import run_demo
+
+    try:
+        run_demo(workdir)
+    except (ParamError, FileNotFoundError, ValueError, RuntimeError) as exc:
+        _fail(exc)
+
+

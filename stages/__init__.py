@@ -1,0 +1,1 @@
+"""One module per DVC stage: read its params section, call library code in `hybridlm`, write declared outputs atomically."""
