@@ -1,0 +1,171 @@
+"""EnCodec 24 kHz through ``transformers.EncodecModel``: encode waveforms to codes and decode codes to waveforms.
+
+Why transformers: the original ``encodec`` package cannot be imported beside current torch (it needs torchaudio
+APIs that are gone), while transformers ships a maintained port with the same weights (``facebook/encodec_24khz``).
+
+Why a "random" option: the pretrained weights need internet. For offline tests and the demo the codec can be built
+from the default config with random weights. transformers initialises the RVQ codebooks to *zeros* (they are
+meant to be loaded), which would map every frame to code 0; so the random codec also fills each codebook level
+with residual vectors of a fixed calibration signal (a data-driven init with no iterations, as k-means++ seeds
+codebooks), giving diverse codes. Everything is seeded, so tokenize and render build the same random codec. It is
+not a real codec: audio decoded from it is noise-like. A loud warning is printed and shards record it.
+
+Shapes checked against transformers 5.23: ``encode(x [B, 1, S], bandwidth=6.0).audio_codes`` is
+``[1, B, 8, ceil(S / 320)]`` for the 24 kHz model (no chunking: ``chunk_length_s`` is None), and
+``decode(audio_codes, audio_scales)`` returns ``[B, 1, frames * 320]``.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Literal
+
+import torch
+
+RANDOM_SEED = 20_240_624  # fixed: the random codec must be identical in tokenize and render
+CALIBRATION_SECONDS = 6.0
+
+WARNING = """
+************************************************************************************************
+* WARNING: EnCodec with RANDOM weights (tokenize.weights: random).                              *
+* Tokens are NOT real EnCodec codes and decoded audio is not speech. Use only for offline      *
+* tests and the demo; shards record hybridlm.weights = "random".                                *
+************************************************************************************************
+"""
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` -> cuda when available, else cpu; ``cuda`` without a GPU is an error."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+        raise ValueError(f"device must be auto, cpu or cuda, got {device!r}")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available")
+    return torch.device(device)
+
+
+class Codec:
+    """A loaded EnCodec model on a device, with the contract's tensor shapes."""
+
+    def __init__(self, model, weights: str, model_id: str, device: torch.device) -> None:
+        self.model = model.to(device).eval()
+        self.weights = weights
+        self.model_id = model_id
+        self.device = device
+        config = model.config
+        self.sample_rate: int = int(config.sampling_rate)
+        self.hop_length: int = int(config.hop_length)
+        self.frame_rate: int = int(config.frame_rate)
+        self.codebook_size: int = int(config.codebook_size)
+        self.bandwidths: tuple[float, ...] = tuple(float(b) for b in config.target_bandwidths)
+
+    def num_codebooks(self, bandwidth: float) -> int:
+        self._check_bandwidth(bandwidth)
+        return int(self.model.quantizer.get_num_quantizers_for_bandwidth(bandwidth))
+
+    def _check_bandwidth(self, bandwidth: float) -> None:
+        if bandwidth not in self.bandwidths:
+            raise ValueError(f"bandwidth {bandwidth} kbps is not one of this codec's {list(self.bandwidths)}")
+
+    @torch.inference_mode()
+    def encode(self, wav: torch.Tensor, bandwidth: float) -> torch.Tensor:
+        """``wav`` float32 [B, 1, samples] at ``sample_rate`` -> codes LongTensor [B, n_q, ceil(samples / hop)]."""
+        self._check_bandwidth(bandwidth)
+        if wav.ndim != 3 or wav.shape[1] != 1:
+            raise ValueError(f"expected a waveform batch [B, 1, samples], got {tuple(wav.shape)}")
+        out = self.model.encode(wav.to(self.device, torch.float32), bandwidth=bandwidth, return_dict=True)
+        codes = out.audio_codes
+        if codes.shape[0] != 1:
+            raise ValueError(f"expected one encoded frame (unchunked 24 kHz model), got {codes.shape[0]}")
+        return codes[0].long()
+
+    @torch.inference_mode()
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """codes [B, n_q, frames] -> float32 waveform [B, frames * hop]."""
+        if codes.ndim != 3:
+            raise ValueError(f"expected codes [B, n_q, frames], got {tuple(codes.shape)}")
+        out = self.model.decode(codes.to(self.device).long()[None], [None], return_dict=True)
+        return out.audio_values[:, 0, : codes.shape[-1] * self.hop_length].float()
+
+
+def load_codec(weights: Literal["pretrained", "random"], model_id: str, device: str | torch.device = "auto") -> Codec:
+    """Load the pretrained model (``from_pretrained(model_id)``: needs internet or the HF cache) or build the seeded
+    random one (prints a loud warning)."""
+    from transformers import EncodecConfig, EncodecModel
+
+    dev = device if isinstance(device, torch.device) else resolve_device(device)
+    if weights == "pretrained":
+        try:
+            model = EncodecModel.from_pretrained(model_id)
+        except Exception as exc:  # network, missing cache, bad id: all mean "cannot get the weights"
+            raise ValueError(
+                f"tokenize.model_id: could not load pretrained EnCodec weights {model_id!r} "
+                f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}). This needs internet "
+                f"access or a Hugging Face cache holding the model; offline, set tokenize.weights: random "
+                f"(tests/demo only)"
+            ) from exc
+        return Codec(model, "pretrained", model_id, dev)
+    if weights != "random":
+        raise ValueError(f"tokenize.weights must be 'pretrained' or 'random', got {weights!r}")
+    print(WARNING, file=sys.stderr, flush=True)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(RANDOM_SEED)
+        model = EncodecModel(EncodecConfig()).eval()
+        _seed_codebooks(model)
+    return Codec(model, "random", model_id, dev)
+
+
+@torch.inference_mode()
+def _seed_codebooks(model) -> None:
+    """Fill the (zero-initialised) RVQ codebooks level by level with residuals of a calibration signal plus a little
+    noise, so that random-weight codes are spread over the codebook instead of all 0. Uses the global RNG that the
+    caller has seeded."""
+    config = model.config
+    samples = int(CALIBRATION_SECONDS * config.sampling_rate)
+    t = torch.arange(samples) / config.sampling_rate
+    pitch = 110.0 + 40.0 * torch.sin(2 * torch.pi * 0.7 * t)
+    phase = 2 * torch.pi * torch.cumsum(pitch, 0) / config.sampling_rate
+    voiced = sum(torch.sin(k * phase) / k for k in range(1, 30))
+    envelope = torch.sin(torch.pi * 3.0 * t).abs()
+    signal = 0.3 * envelope * voiced + 0.02 * torch.randn(samples)
+    residual = model.encoder(signal.view(1, 1, -1))[0].T  # [frames, dim]
+    for layer in model.quantizer.layers:
+        codebook = layer.codebook
+        rows = torch.randint(0, residual.shape[0], (codebook.embed.shape[0],))
+        spread = residual.std(dim=0, keepdim=True)
+        embed = residual[rows] + 0.1 * spread * torch.randn(codebook.embed.shape)
+        codebook.embed.copy_(embed)
+        codebook.embed_avg.copy_(embed)
+        residual = residual - codebook.decode(codebook.encode(residual[None]))[0]
+
+
+def encode_pieces(codec: Codec, pieces, bandwidth: float, batch_size: int):
+    """Encode an iterable of ``(clip_id, chunk_index, wav float32 [samples])`` in batches of ``batch_size``; yield
+    ``(clip_id, chunk_index, codes uint16 numpy [n_q, ceil(samples / hop)])`` in input order.
+
+    Each piece is zero-padded to whole hops first, then the batch to its longest piece; codes are trimmed back to
+    each piece's own frame count. The encoder is causal, so padding after a piece does not change its frames
+    (beyond float noise that can flip a near-tie code).
+    """
+    import numpy as np
+
+    def flush(batch):
+        frames = [-(-len(w) // codec.hop_length) for _, _, w in batch]
+        wav = torch.zeros(len(batch), 1, max(frames) * codec.hop_length)
+        for row, (_, _, w) in enumerate(batch):
+            wav[row, 0, : len(w)] = torch.from_numpy(np.asarray(w, dtype=np.float32))
+        codes = codec.encode(wav, bandwidth).cpu()
+        if int(codes.max()) >= codec.codebook_size or int(codes.min()) < 0:
+            raise ValueError(f"codec produced codes outside [0, {codec.codebook_size})")
+        for row, (clip_id, index, _) in enumerate(batch):
+            yield clip_id, index, codes[row, :, : frames[row]].numpy().astype(np.uint16)
+
+    batch = []
+    for piece in pieces:
+        batch.append(piece)
+        if len(batch) == batch_size:
+            yield from flush(batch)
+            batch = []
+    if batch:
+        yield from flush(batch)

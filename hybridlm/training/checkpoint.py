@@ -1,0 +1,175 @@
+"""Checkpoint files: one ``torch.save`` dict of tensors and plain containers, loaded with ``weights_only=True``.
+
+Why this format: ``torch.load(weights_only=True)`` refuses to unpickle arbitrary objects, so a checkpoint from
+elsewhere cannot run code; everything inside is tensors, numbers, strings, lists and dicts. A checkpoint is a full
+training state (model, EMA, optimizer, RNG, data position, metric history) *and* carries its provenance, so the same
+file serves resume, evaluation and rendering, and a mismatch (other model shape, other data) is caught by comparing
+provenance before any weights are loaded.
+
+Layout of the dict (FORMAT = "hybridlm-checkpoint/1"):
+    format, step                 format tag; optimizer updates done
+    model, ema                   model state dict; {"decay", "updates", "shadow": {param name: fp32 tensor}}
+    optimizer, rng               AdamW state dict; {"torch": ByteTensor, "cuda": [ByteTensor, ...]}
+    data                         {"next_row", "epoch", "row"}: where the packed-row stream continues
+    history                      [{"step", "train/loss", ...}, ...]: every logged record up to `step`
+    provenance                   {"params", "params_hash", "data_hash", "code_version", "key"}
+    model_config, codec          the model section; the token shards' codec metadata (render decodes with it)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from hybridlm.atomic import atomic_path
+from hybridlm.model import HybridLM, ModelConfig
+from hybridlm.params import params_hash
+
+FORMAT = "hybridlm-checkpoint/1"
+NAME = re.compile(r"^step-(\d{6,})\.pt$")
+# Model fields that choose an implementation, not a shape: a checkpoint may be evaluated with another backend.
+RUNTIME_MODEL_FIELDS = ("gdn_backend",)
+
+
+def checkpoint_name(step: int) -> str:
+    return f"step-{step:06d}.pt"
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """Write atomically: a killed process leaves the previous file or none, never a truncated one."""
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load and check the format tag; a missing, corrupt or foreign file raises an error that names it."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: checkpoint not found")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # torch raises RuntimeError, UnpicklingError, EOFError, ... for damaged files
+        raise ValueError(f"{path}: not a readable checkpoint (corrupt or truncated?): {exc}") from exc
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        found = state.get("format") if isinstance(state, dict) else type(state).__name__
+        raise ValueError(f"{path}: not a hybridlm checkpoint (format {found!r}, expected {FORMAT!r})")
+    return state
+
+
+def list_checkpoints(folder: Path) -> dict[int, Path]:
+    """``{step: path}`` of the ``step-NNNNNN.pt`` files in ``folder``."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: checkpoint folder not found (run the train stage first)")
+    found = {int(m.group(1)): p for p in folder.iterdir() if (m := NAME.match(p.name))}
+    if not found:
+        raise FileNotFoundError(f"{folder}: no step-NNNNNN.pt checkpoints in it (run the train stage first)")
+    return dict(sorted(found.items()))
+
+
+def select_checkpoints(folder: Path, steps: list[int], key: str) -> dict[int, Path]:
+    """The checkpoints of ``steps`` (all when empty); a step that was not saved raises an error naming ``key`` and
+    listing the steps that were."""
+    available = list_checkpoints(folder)
+    unknown = [s for s in steps if s not in available]
+    if unknown:
+        raise FileNotFoundError(
+            f"params.yaml: '{key}' asks for step(s) {unknown} but {folder} holds checkpoints for steps "
+            f"{', '.join(map(str, available))}"
+        )
+    return {s: available[s] for s in sorted(steps)} if steps else available
+
+
+def ema_model(state: dict[str, Any], config: ModelConfig, device: torch.device) -> HybridLM:
+    """A model (eval mode, on ``device``) holding a checkpoint's EMA weights: what evaluate and render use."""
+    model = HybridLM(config)
+    weights = dict(state["model"])
+    weights.update(state["ema"]["shadow"])
+    model.load_state_dict(weights)
+    return model.to(device).eval()
+
+
+def check_compatible(state: dict[str, Any], path: Path, model_config: dict[str, Any],
+                     data_hash: str | None = None) -> None:
+    """Refuse a checkpoint of another model shape or (given ``data_hash``) trained on other data, naming the
+    differing keys."""
+    theirs = state["model_config"]
+    diffs = [
+        f"model.{key}: checkpoint {theirs.get(key)!r}, params.yaml {model_config.get(key)!r}"
+        for key in sorted(set(theirs) | set(model_config))
+        if key not in RUNTIME_MODEL_FIELDS and theirs.get(key) != model_config.get(key)
+    ]
+    if diffs:
+        raise ValueError(f"{path}: incompatible checkpoint (other model): " + "; ".join(diffs))
+    if data_hash is not None and state["provenance"]["data_hash"] != data_hash:
+        raise ValueError(
+            f"{path}: incompatible checkpoint (other data): trained on data hash "
+            f"{state['provenance']['data_hash'][:12]}, data/split now hashes to {data_hash[:12]}; re-run training"
+        )
+
+
+def hash_files(named: dict[str, Path]) -> str:
+    """SHA-256 over (name, contents) pairs in name order: a content hash of a set of files."""
+    digest = hashlib.sha256()
+    for name in sorted(named):
+        digest.update(name.encode() + b"\0")
+        with open(named[name], "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def data_hash(split_dir: Path) -> str:
+    """Content hash of the split shards (train and val): the data a trajectory and its val metrics come from."""
+    split_dir = Path(split_dir)
+    files = sorted(split_dir.glob("*/*.parquet"))
+    if not files:
+        raise FileNotFoundError(f"{split_dir}: no Parquet shards under train/ or val/ (run the split stage first)")
+    return hash_files({f.relative_to(split_dir).as_posix(): f for f in files})
+
+
+# The code a trajectory depends on, as dvc.yaml's train stage lists it (a test keeps the two in sync). Folders mean
+# every .py file in them.
+TRAIN_CODE = (
+    "stages/train.py", "hybridlm/model.py", "hybridlm/delay.py", "hybridlm/ops", "hybridlm/data/shards.py",
+    "hybridlm/training/splits.py",
+    "hybridlm/training/config.py", "hybridlm/training/batching.py", "hybridlm/training/schedule.py",
+    "hybridlm/training/ema.py", "hybridlm/training/checkpoint.py", "hybridlm/training/store.py",
+    "hybridlm/training/evaluation.py", "hybridlm/training/loop.py",
+)
+
+
+def code_version() -> str:
+    """``hybridlm <version> src:<hash>``: the package version plus a content hash of TRAIN_CODE as imported, so an
+    edit to the model or the loop never resumes a state made by other code."""
+    import hybridlm
+    import hybridlm.stages
+
+    roots = {"hybridlm": Path(hybridlm.__file__).resolve().parent,
+             "stages": Path(hybridlm.stages.__file__).resolve().parent}
+    named: dict[str, Path] = {}
+    for entry in TRAIN_CODE:
+        head, _, rest = entry.partition("/")
+        path = roots[head] / rest
+        for file in sorted(path.glob("*.py")) if path.is_dir() else [path]:
+            named[f"{head}/{file.relative_to(roots[head]).as_posix()}"] = file
+    digest = hash_files(named)
+    try:
+        package = version("hybridlm")
+    except PackageNotFoundError:
+        package = "unknown"
+    return f"hybridlm {package} src:{digest[:16]}"
+
+
+def provenance(trajectory_params: dict[str, Any], data_digest: str, code_version: str) -> dict[str, Any]:
+    """Everything a trajectory depends on, and the key of its resume store."""
+    phash = params_hash(trajectory_params)
+    key = params_hash({"params": phash, "data": data_digest, "code": code_version})
+    return {"params": trajectory_params, "params_hash": phash, "data_hash": data_digest,
+            "code_version": code_version, "key": key}

@@ -1,0 +1,201 @@
+"""The training loop, top to bottom: resume or initialise, then step / log / evaluate / save until `train.steps`.
+
+What makes runs extendable and resumable (see store.py for where states live):
+- The learning rate (schedule.py) and the rows of each step (batching.py) are pure functions of the step, so
+  nothing about the future depends on `train.steps`: a 1,800-step run *is* the first 1,800 steps of a 12,000-step run.
+- A saved state holds everything that evolves: model, EMA, AdamW moments and step counts, RNG states, the data
+  position and the logged history. Loading one and continuing gives, on CPU, bit-identical weights to never
+  having stopped.
+- States are written atomically at every checkpoint step and every `train.eval_every` steps. A non-finite loss or
+  gradient norm stops the run *before* the update, saves the last good state and raises TrainingDiverged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from hybridlm.delay import DelayPattern
+from hybridlm.model import HybridLM, ModelConfig, codebook_cross_entropy, parameter_groups
+from hybridlm.training.batching import PackedRows
+from hybridlm.training.checkpoint import FORMAT, load_checkpoint
+from hybridlm.training.config import TrainConfig
+from hybridlm.training.ema import EMA
+from hybridlm.training.evaluation import evaluate_sequences
+from hybridlm.training.schedule import learning_rate
+from hybridlm.training.store import ResumeStore
+
+EVAL_BATCH_SIZE = 16
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss or gradient norm became NaN/inf; the last good state was saved."""
+
+
+@dataclass
+class RunResult:
+    steps: int
+    start_step: int  # the state training continued from (0 = from scratch; == steps = nothing left to train)
+    checkpoints: dict[int, Path]  # step -> file in the resume store
+    history: list[dict[str, float]]
+    tokens_per_second: float | None  # median over the steps trained in this run (None if none were)
+
+
+def build_model(config: ModelConfig, seed: int, device: torch.device) -> HybridLM:
+    torch.manual_seed(seed)
+    return HybridLM(config).to(device)
+
+
+def make_optimizer(model: HybridLM, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
+    return torch.optim.AdamW(parameter_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
+                             fused=device.type == "cuda")
+
+
+def train_step(model: HybridLM, optimizer: torch.optim.Optimizer, micro_batches: Sequence[torch.Tensor],
+               lr: float, grad_clip: float, device: torch.device) -> tuple[float, float]:
+    """One optimizer update over ``micro_batches`` (rows ``[B, n_q, S]``); returns (loss, grad norm before clipping).
+
+    Non-finite loss or grad norm returns without updating, so the caller still holds the last good weights.
+    """
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext())
+    total = 0.0
+    for rows in micro_batches:
+        rows = rows.to(device, non_blocking=True)
+        with autocast:
+            logits = model(rows[..., :-1])
+        loss, _ = codebook_cross_entropy(logits.float(), rows[..., 1:], model.config.codebook_size)
+        (loss / len(micro_batches)).backward()
+        total += loss.item() / len(micro_batches)
+    grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip))
+    if math.isfinite(total) and math.isfinite(grad_norm):
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return total, grad_norm
+
+
+def _rng_state() -> dict[str, Any]:
+    return {"torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if torch.cuda.is_available() and state["cuda"]:
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def train(cfg: TrainConfig, model_config: ModelConfig, rows: PackedRows, val_sequences: Sequence[np.ndarray],
+          store: ResumeStore, provenance: dict[str, Any], codec: dict[str, Any], device: torch.device,
+          log: Callable[[dict[str, float]], None] = lambda record: None) -> RunResult:
+    """Bring the store up to date for ``cfg.checkpoint_steps()`` and return where the checkpoints are.
+
+    ``log`` receives every history record in step order: first the stored records up to the resume point
+    (replayed), then the new ones as they happen, so a logger started fresh ends with the full history.
+    """
+    targets = cfg.checkpoint_steps()
+    existing = store.checkpoints()
+    missing = [t for t in targets if t not in existing]
+    if not missing:  # every checkpoint of this run exists: nothing to train, only the history to replay
+        history = load_checkpoint(existing[cfg.steps])["history"]
+        for record in history:
+            log(record)
+        _say(f"train: all checkpoints for steps {targets} already in {store.folder}; nothing to train")
+        return RunResult(cfg.steps, cfg.steps, {t: existing[t] for t in targets}, history, None)
+
+    pattern = DelayPattern(model_config.num_codebooks, model_config.codebook_size)
+    rows_per_step = cfg.batch_size * cfg.grad_accum
+    model = build_model(model_config, cfg.seed, device)
+    ema_model = build_model(model_config, cfg.seed, device)
+    optimizer = make_optimizer(model, cfg, device)
+    ema = EMA(model, cfg.ema_decay)
+    step, history = 0, []
+
+    def snapshot() -> dict[str, Any]:
+        epoch, row = rows.position(step * rows_per_step)
+        return {
+            "format": FORMAT, "step": step, "model": model.state_dict(), "ema": ema.state_dict(),
+            "optimizer": optimizer.state_dict(), "rng": _rng_state(),
+            "data": {"next_row": step * rows_per_step, "epoch": epoch, "row": row},
+            "history": history, "provenance": provenance, "model_config": dataclasses.asdict(model_config),
+            "codec": codec,
+        }
+
+    start = store.latest_at_most(missing[0])
+    if start is not None:
+        state = load_checkpoint(start[1], map_location=device)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        ema.load_state_dict(state["ema"])
+        _set_rng_state({"torch": state["rng"]["torch"].cpu(), "cuda": [s.cpu() for s in state["rng"]["cuda"]]})
+        step, history = int(state["step"]), list(state["history"])
+        if state["data"]["next_row"] != step * rows_per_step:
+            raise ValueError(f"{start[1]}: data position {state['data']['next_row']} does not match step {step}")
+        del state
+        _say(f"train: resuming from step {step} ({start[1]})")
+        if step in targets and step not in existing:  # a periodic state that is also a checkpoint of this run
+            store.save_checkpoint(snapshot())
+    else:
+        _say(f"train: starting from scratch (resume store {store.folder})")
+    start_step = step
+    for record in history:
+        log(record)
+
+    tokens_per_step = rows_per_step * model_config.context * model_config.num_codebooks
+    speeds: list[float] = []
+    bar = tqdm(total=cfg.steps, initial=step, desc="train", unit="step", dynamic_ncols=True, file=sys.stderr)
+    model.train()
+    while step < cfg.steps:
+        tic = time.perf_counter()
+        lr = learning_rate(step, lr=cfg.lr, warmup_steps=cfg.warmup_steps, decay_steps=cfg.decay_steps,
+                           min_lr_ratio=cfg.min_lr_ratio)
+        first = step * rows_per_step
+        micro = [rows.rows(first + i * cfg.batch_size, cfg.batch_size) for i in range(cfg.grad_accum)]
+        loss, grad_norm = train_step(model, optimizer, micro, lr, cfg.grad_clip, device)
+        if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+            bar.close()
+            store.save_resume(snapshot())
+            raise TrainingDiverged(
+                f"train: non-finite {'loss' if not math.isfinite(loss) else 'gradient norm'} at step {step + 1} "
+                f"(loss {loss}, grad norm {grad_norm}, lr {lr:.3g}); stopped before the update. The last good "
+                f"state (step {step}) is saved in {store.folder}. Lower train.lr, raise train.warmup_steps or "
+                f"lower train.grad_clip, then re-run."
+            )
+        ema.update(model)
+        step += 1
+        speed = tokens_per_step / (time.perf_counter() - tic)
+        speeds.append(speed)
+        record = {"step": step, "train/loss": loss, "train/lr": lr, "train/grad_norm": grad_norm,
+                  "train/tokens_per_second": speed}
+        if step % cfg.eval_every == 0 or step in targets:
+            ema_model.load_state_dict(ema.averaged_state_dict(model))
+            result = evaluate_sequences(ema_model, val_sequences, pattern, EVAL_BATCH_SIZE, device)
+            record.update({"val/ema_loss": result.loss, "val/ema_ppl": result.ppl})
+        history.append(record)
+        log(record)
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{speed:,.0f}")
+        if step in targets and step not in existing:
+            store.save_checkpoint(snapshot())
+        elif step % cfg.eval_every == 0:
+            store.save_resume(snapshot())
+    bar.close()
+    final = store.checkpoints()
+    return RunResult(cfg.steps, start_step, {t: final[t] for t in targets}, history,
+                     float(np.median(speeds)) if speeds else None)
+
+
+def _say(message: str) -> None:
+    tqdm.write(message, file=sys.stderr)

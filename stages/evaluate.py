@@ -1,0 +1,50 @@
+"""`hybridlm evaluate`: EMA-weight cross-entropy and perplexity on the whole val split for every checkpoint.
+
+Output metrics/eval.json (DVC metrics), one entry per checkpoint plus "final" (the last one), so that
+`dvc metrics diff` lines up the same step across runs:
+    {"step_1800": {"step": 1800, "loss": .., "ppl": .., "targets": .., "per_codebook": {"cb0": {"loss", "ppl"}, ..}},
+     ..., "final": {...}}
+Deterministic: fp32, fixed chunk order, each chunk from its own BOS.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from tqdm import tqdm
+
+from hybridlm.atomic import write_json
+from hybridlm.delay import DelayPattern
+from hybridlm.model import load_config
+from hybridlm.params import parse_section
+from hybridlm.training.batching import delayed_sequences
+from hybridlm.training.checkpoint import check_compatible, data_hash, ema_model, load_checkpoint, select_checkpoints
+from hybridlm.training.config import EvaluateConfig, resolve_device
+from hybridlm.training.evaluation import evaluate_sequences
+from hybridlm.training.splits import SPLIT, read_split
+
+CHECKPOINTS = Path("data/checkpoints")
+METRICS = Path("metrics/eval.json")
+
+
+def run(params: dict, **options) -> None:
+    model_config = load_config(params)
+    cfg = parse_section(EvaluateConfig, params, "evaluate")
+    device = resolve_device(cfg.device, "evaluate.device")
+    checkpoints = select_checkpoints(CHECKPOINTS, cfg.steps, "evaluate.steps")
+    val_chunks, _ = read_split("val", model_config)
+    pattern = DelayPattern(model_config.num_codebooks, model_config.codebook_size)
+    sequences = delayed_sequences(val_chunks, pattern)
+    digest = data_hash(SPLIT)
+    results = {}
+    for step, path in tqdm(checkpoints.items(), desc="evaluate", unit="ckpt"):
+        state = load_checkpoint(path)
+        check_compatible(state, path, dataclasses.asdict(model_config), digest)
+        model = ema_model(state, model_config, device)
+        result = evaluate_sequences(model, sequences, pattern, cfg.batch_size, device)
+        results[f"step_{step}"] = {"step": step, **result.as_dict()}
+        tqdm.write(f"evaluate: step {step}: EMA val loss {result.loss:.4f}, ppl {result.ppl:.2f} "
+                   f"({result.targets:,} tokens)")
+    results["final"] = results[f"step_{max(checkpoints)}"]
+    write_json(METRICS, results)

@@ -1,0 +1,33 @@
+"""`hybridlm info`: print the layer schedule and the parameter count of params.yaml's `model:` section.
+
+Why: a `-S model.schedule=AAAAAAAA` comparison is only fair at a known parameter budget; this shows the budget
+before any training starts. The model is built on the meta device, so no memory is allocated and no init runs.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from hybridlm.model import HybridLM, load_config
+
+KIND_NAMES = {"L": "Gated DeltaNet", "A": "attention"}
+
+
+def run(params: dict, **options) -> None:
+    config = load_config(params)
+    with torch.device("meta"):
+        model = HybridLM(config)
+    counts = model.parameter_counts()
+    total = model.num_parameters()
+    n_gdn, n_attn = config.schedule.count("L"), config.schedule.count("A")
+    print(f"schedule: {' '.join(config.schedule)}  ({len(config.schedule)} layers: {n_gdn} Gated DeltaNet, "
+          f"{n_attn} attention; L = Gated DeltaNet, A = attention)")
+    print(f"d_model {config.d_model}, d_ff {config.d_ff}, heads {config.n_heads} (kv {config.n_kv_heads}), "
+          f"GDN head dims {config.gdn_key_dim}/{config.gdn_value_dim}, {config.num_codebooks} codebooks x "
+          f"vocab {config.vocab_size}, GDN backend {config.gdn_backend}")
+    labels = {name: (f"{name[:-1]}, {KIND_NAMES[name[-2]]})" if name.startswith("layer ") else name)
+              for name in counts}
+    width = max(len(label) for label in labels.values()) + 4
+    for name, count in counts.items():
+        print(f"  {labels[name]:<{width}}{count:>12,}")
+    print(f"  {'total':<{width}}{total:>12,}  ({total / 1e6:.1f}M)")

@@ -1,0 +1,44 @@
+"""`resample` stage: data/raw/LJSpeech-1.1 -> data/resampled/{wavs/<id>.flac, manifest.tsv}, metrics/resample.json.
+
+Reads the `resample` section. Clip order = metadata.csv order. Bad inputs fail the stage or, with
+`on_bad_file: skip`, are left out and listed by name in the metrics.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from hybridlm.atomic import atomic_dir, write_json
+from hybridlm.data.audio import ResampleParams, resample_corpus, write_manifest
+from hybridlm.data.ljspeech import parse_metadata
+from hybridlm.params import parse_section
+
+RAW = Path("data/raw/LJSpeech-1.1")
+OUT = Path("data/resampled")
+METRICS = Path("metrics/resample.json")
+
+
+def run(params: dict, workers: int = 0, **options) -> None:
+    cfg = parse_section(ResampleParams, params, "resample")
+    if workers < 0:
+        raise ValueError(f"--workers must be >= 0, got {workers}")
+    ids = [row.id for row in parse_metadata(RAW / "metadata.csv")]
+    start = time.perf_counter()
+    with atomic_dir(OUT) as tmp:
+        result = resample_corpus(ids, RAW / "wavs", tmp / "wavs", cfg, workers=workers)
+        write_manifest(tmp / "manifest.tsv", result.entries)
+    seconds = sum(e.seconds for e in result.entries)
+    write_json(METRICS, {
+        "clips_in": len(ids),
+        "clips_out": len(result.entries),
+        "skipped": len(result.skipped),
+        "skipped_files": result.skipped,
+        "hours": round(seconds / 3600, 6),
+        "sample_rate": cfg.sample_rate,
+        "wall_seconds": round(time.perf_counter() - start, 3),
+    })
+    for name, reason in result.skipped.items():
+        print(f"resample: SKIPPED {reason}")
+    print(f"resample: {len(result.entries)} clips ({seconds / 3600:.3f} h) at {cfg.sample_rate} Hz -> {OUT}"
+          + (f"; {len(result.skipped)} skipped (see {METRICS})" if result.skipped else ""))

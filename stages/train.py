@@ -1,0 +1,71 @@
+"""`hybridlm train`: train on data/split/train, keep states in the resume store, copy checkpoints to data/checkpoints.
+
+Outputs (dvc.yaml): data/checkpoints/step-NNNNNN.pt (train.save_steps up to train.steps, plus the final step),
+dvclive/ (per-step curves for `dvc plots`), metrics/train.json (summary for `dvc metrics` / `dvc exp show`).
+The checkpoint files are byte copies of the resume store's files (hybridlm/training/store.py explains why).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from pathlib import Path
+
+from hybridlm.atomic import atomic_dir, write_json
+from hybridlm.delay import DelayPattern
+from hybridlm.model import load_config
+from hybridlm.params import parse_section
+from hybridlm.training.batching import PackedRows, delayed_sequences
+from hybridlm.training.checkpoint import checkpoint_name, code_version, data_hash, provenance
+from hybridlm.training.config import TrainConfig, resolve_device, trajectory_params
+from hybridlm.training.loop import train
+from hybridlm.training.splits import SPLIT, read_split
+from hybridlm.training.store import ResumeStore, store_root
+
+CHECKPOINTS = Path("data/checkpoints")
+LIVE_DIR = Path("dvclive")
+METRICS = Path("metrics/train.json")
+
+
+def run(params: dict, **options) -> None:
+    model_config = load_config(params)
+    cfg = parse_section(TrainConfig, params, "train")
+    device = resolve_device(cfg.device)
+    train_chunks, meta = read_split("train", model_config)
+    val_chunks, _ = read_split("val", model_config)
+    pattern = DelayPattern(model_config.num_codebooks, model_config.codebook_size)
+    prov = provenance(trajectory_params(dataclasses.asdict(model_config), cfg, device.type), data_hash(SPLIT),
+                      code_version())
+    store = ResumeStore(store_root(Path.cwd()), prov)
+    rows = PackedRows(train_chunks, pattern, model_config.context, cfg.seed)
+    print(f"train: {len(train_chunks)} chunks -> {rows.rows_per_epoch} rows of {model_config.context} steps per "
+          f"epoch; padded positions {rows.pad_fraction:.2%}, positions with a code target {rows.target_fraction:.2%}")
+
+    from dvclive import Live  # imported here: it is slow to import and only this stage needs it
+
+    with Live(str(LIVE_DIR), resume=False, report=None, save_dvc_exp=False, dvcyaml=False) as live:
+        def log(record: dict) -> None:
+            live.step = int(record["step"])
+            for name, value in record.items():
+                if name != "step":
+                    live.log_metric(name, value)
+
+        result = train(cfg, model_config, rows, delayed_sequences(val_chunks, pattern), store, prov, meta, device,
+                       log=log)
+    with atomic_dir(CHECKPOINTS) as tmp:
+        for step, path in result.checkpoints.items():
+            shutil.copyfile(path, tmp / checkpoint_name(step))
+    last = result.history[-1]
+    write_json(METRICS, {
+        "step": result.steps,
+        "train_loss": last["train/loss"],
+        "val_ema_loss": last.get("val/ema_loss"),
+        "val_ema_ppl": last.get("val/ema_ppl"),
+        "pad_fraction": rows.pad_fraction,
+        "target_fraction": rows.target_fraction,
+        "train_chunks": len(train_chunks),
+        "tokens_per_second": result.tokens_per_second,
+        "started_from_step": result.start_step,
+    })
+    print(f"train: checkpoints {sorted(result.checkpoints)} in {CHECKPOINTS}/ (trajectory {prov['key'][:12]}, "
+          f"store {store.folder})")
