@@ -215,8 +215,8 @@ class Attention(nn.Module):
         positions = torch.arange(offset, offset + steps, device=x.device)
         q, k = apply_rope(q, positions, self.rope_theta), apply_rope(k, positions, self.rope_theta)
         if cache is not None:
-            k = cache.k = torch.cat([cache.k, k], dim=2)
-            v = cache.v = torch.cat([cache.v, v], dim=2)
+            k = cache.k = torch.cat([cache.k.to(k.dtype), k], dim=2)
+            v = cache.v = torch.cat([cache.v.to(v.dtype), v], dim=2)
         total = k.shape[2]
         if total == steps:  # no past: the plain causal mask (flash kernel on CUDA)
             out = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
@@ -285,7 +285,7 @@ class GatedDeltaNet(nn.Module):
         history = qkv.new_zeros(batch, self.conv_channels, self.conv_size - 1) if cache is None else cache.conv
         padded = torch.cat([history.to(qkv.dtype), qkv], dim=-1)  # causal: step s sees steps s-3..s
         if cache is not None:
-            cache.conv = padded[..., padded.shape[-1] - (self.conv_size - 1):]
+            cache.conv = padded[..., padded.shape[-1] - (self.conv_size - 1):].clone()  # not a view of padded
         qkv = F.silu(self._depthwise_conv(padded)).transpose(1, 2)
         q, k, v = qkv.split([h * kd, h * kd, h * vd], dim=-1)
         q = F.normalize(q.reshape(batch, steps, h, kd), dim=-1, eps=L2_EPS)

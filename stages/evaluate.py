@@ -2,7 +2,7 @@
 
 Output metrics/eval.json (DVC metrics), one entry per checkpoint plus "final" (the last one), so that
 `dvc metrics diff` lines up the same step across runs:
-    {"step_1800": {"step": 1800, "loss": .., "ppl": .., "targets": .., "per_codebook": {"cb0": {"loss", "ppl"}, ..}},
+    {"step_1800": {"step": 1800, "loss": .., "ppl": .., "targets": .., "per_codebook": {"cb0": CE, ..}},
      ..., "final": {...}}
 Deterministic: fp32, fixed chunk order, each chunk from its own BOS.
 """

@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from hybridlm.atomic import atomic_dir, write_json
 from hybridlm.data.audio import ManifestEntry, read_flac, read_manifest
-from hybridlm.data.chunking import ChunkRule, chunk_bounds, frames_for_samples
+from hybridlm.data.chunking import ChunkRule, chunk_bounds
 from hybridlm.data.codec import encode_pieces, load_codec
 from hybridlm.data.shards import Chunk, write_shards
 from hybridlm.params import ParamError, params_hash, parse_section
@@ -26,6 +26,7 @@ from hybridlm.params import ParamError, params_hash, parse_section
 RESAMPLED = Path("data/resampled")
 OUT = Path("data/tokens")
 METRICS = Path("metrics/tokenize.json")
+FRAME_RATE = 75  # EnCodec 24 kHz: 24,000 / 320; checked against the loaded codec by ChunkRule.from_seconds
 
 
 @dataclass(frozen=True)
@@ -41,28 +42,32 @@ class TokenizeParams:
     shard_chunks: int = field(default=2000, metadata={"min": 1})
 
     def __post_init__(self) -> None:
+        frames = self.chunk_seconds * FRAME_RATE
+        if abs(frames - round(frames)) > 1e-6:
+            raise ParamError(f"params.yaml: 'tokenize.chunk_seconds' ({self.chunk_seconds}) must be a whole number of "
+                             f"EnCodec frames (1/{FRAME_RATE} s), e.g. 8.0 = 600 frames")
         if self.min_tail_seconds > self.chunk_seconds:
             raise ParamError(f"params.yaml: 'tokenize.min_tail_seconds' ({self.min_tail_seconds}) must be <= "
                              f"'tokenize.chunk_seconds' ({self.chunk_seconds})")
 
 
-def iter_pieces(entries: list[ManifestEntry], rule: ChunkRule, hop: int,
+def iter_pieces(entries: list[ManifestEntry], rule: ChunkRule,
                 sample_rate: int) -> Iterator[tuple[str, int, np.ndarray]]:
     """(clip id, chunk index, samples) for every chunk of every clip, reading one FLAC at a time."""
     for entry in entries:
         wav = read_flac(RESAMPLED / "wavs" / f"{entry.id}.flac", sample_rate)
         if len(wav) != entry.samples:
             raise ValueError(f"{RESAMPLED}/wavs/{entry.id}.flac: {len(wav)} samples, manifest says {entry.samples}")
-        for index, (start, end) in enumerate(chunk_bounds(frames_for_samples(entry.samples, hop), rule)):
-            yield entry.id, index, wav[start * hop: end * hop]
+        for index, (start, end) in enumerate(chunk_bounds(entry.samples, rule)):
+            yield entry.id, index, wav[start * rule.hop: end * rule.hop]
 
 
 def run(params: dict, device: str = "auto", **options) -> None:
     cfg = parse_section(TokenizeParams, params, "tokenize")
     entries = read_manifest(RESAMPLED / "manifest.tsv")
     codec = load_codec(cfg.weights, cfg.model_id, device)
-    rule = ChunkRule.from_seconds(cfg.chunk_seconds, cfg.min_tail_seconds, codec.frame_rate)
-    total = sum(len(chunk_bounds(frames_for_samples(e.samples, codec.hop_length), rule)) for e in entries)
+    rule = ChunkRule.from_seconds(cfg.chunk_seconds, cfg.min_tail_seconds, codec.sample_rate, codec.hop_length)
+    total = sum(len(chunk_bounds(e.samples, rule)) for e in entries)
     metadata = {
         "codec": cfg.model_id, "weights": cfg.weights, "bandwidth": cfg.bandwidth,
         "num_codebooks": codec.num_codebooks(cfg.bandwidth), "codebook_size": codec.codebook_size,
@@ -73,7 +78,7 @@ def run(params: dict, device: str = "auto", **options) -> None:
     with atomic_dir(OUT) as tmp, tqdm(total=total, unit=" chunks", desc=f"tokenize ({codec.device})") as bar:
         def chunks() -> Iterator[Chunk]:
             nonlocal frames
-            pieces = iter_pieces(entries, rule, codec.hop_length, codec.sample_rate)
+            pieces = iter_pieces(entries, rule, codec.sample_rate)
             for clip_id, index, codes in encode_pieces(codec, pieces, cfg.bandwidth, cfg.batch_size):
                 frames += codes.shape[1]
                 bar.update(1)

@@ -35,7 +35,7 @@ class EvalResult:
             "loss": self.loss,
             "ppl": self.ppl,
             "targets": self.targets,
-            "per_codebook": {f"cb{q}": {"loss": ce, "ppl": math.exp(ce)} for q, ce in enumerate(self.per_codebook)},
+            "per_codebook": {f"cb{q}": ce for q, ce in enumerate(self.per_codebook)},  # CE; PPL = exp of it
         }
 
 

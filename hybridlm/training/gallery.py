@@ -52,7 +52,7 @@ def write_gallery(path: Path, rows: list[GalleryRow], caption: str) -> None:
     for row in rows:
         loss = "n/a" if row.val_loss is None else f"{row.val_loss:.4f}"
         cells = "".join(
-            f'<td><audio controls preload="none" src="{html.escape(wav)}"></audio><br>'
+            f'<td><audio controls preload="metadata" src="{html.escape(wav)}"></audio><br>'
             f'<img src="{html.escape(png)}" alt="spectrogram of step {row.step} {html.escape(wav)}" width="420"></td>'
             for wav, png in row.samples
         )
@@ -75,6 +75,22 @@ audio {{ width: 420px; }}
 {chr(10).join(body)}
 </tbody>
 </table>
+<script>
+// Self-check for headless browsers (scripts/check_gallery.py reads these attributes): how many spectrograms decoded
+// and how many audio files a browser could open.
+window.addEventListener("load", async () => {{
+  const images = [...document.images];
+  const players = [...document.querySelectorAll("audio")];
+  const playable = await Promise.all(players.map((a) => new Promise((done) => {{
+    if (a.readyState >= 1) return done(true);
+    a.addEventListener("loadedmetadata", () => done(true));
+    a.addEventListener("error", () => done(false));
+    a.load();
+  }})));
+  document.body.dataset.images = `${{images.filter((i) => i.complete && i.naturalWidth > 0).length}}/${{images.length}}`;
+  document.body.dataset.audio = `${{playable.filter(Boolean).length}}/${{players.length}}`;
+}});
+</script>
 </body></html>
 """
     write_text(path, page)

@@ -1,0 +1,184 @@
+"""End to end: the project's dvc.yaml on the synthetic corpus in a temporary git+DVC workspace (tiny model, 8
+steps), then render outputs, the gallery in headless Chromium, a SIGKILLed run resumed, and `dvc exp run -S
+train.steps=12` extending the run with the earlier checkpoints byte-identical. One workspace for the module."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+import torch
+import yaml
+
+from typer.testing import CliRunner
+
+from hybridlm.cli import app
+from hybridlm.demo import demo_overrides
+from hybridlm.training.checkpoint import TRAIN_CODE, load_checkpoint
+from hybridlm.workspace import create_workspace, merge, run_tool, tool_env
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+import check_gallery  # noqa: E402
+
+OVERRIDES = {
+    "data": {"synthetic": {"clips": 8, "max_seconds": 6.0}},
+    "train": {"steps": 8, "save_steps": [4, 8], "batch_size": 2, "eval_every": 2},
+    "render": {"samples": 2, "seconds": 0.3},
+}
+SECONDS_FRAMES = round(0.3 * 75)
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    env = pytest.MonkeyPatch()
+    env.delenv("HYBRIDLM_CACHE", raising=False)
+    env.setenv("OMP_NUM_THREADS", "1")  # tiny model: op overhead dominates; one thread is faster on a busy box
+    ws = tmp_path_factory.mktemp("e2e") / "ws"
+    create_workspace(ws, merge(demo_overrides(), OVERRIDES))
+    run_tool(ws, "dvc", "repro", capture=True)
+    run_tool(ws, "git", "add", "-A", capture=True)
+    run_tool(ws, "git", "commit", "-q", "-m", "8-step run", capture=True)
+    yield ws
+    env.undo()
+
+
+def test_dvc_yaml_train_deps_cover_the_code_version():
+    deps = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["train"]["deps"]
+    assert set(TRAIN_CODE) <= set(deps)
+
+
+def test_repro_writes_checkpoints_metrics_and_curves(workspace):
+    ckpts = sorted(p.name for p in (workspace / "data/checkpoints").iterdir())
+    assert ckpts == ["step-000004.pt", "step-000008.pt"]
+    state = load_checkpoint(workspace / "data/checkpoints/step-000008.pt")
+    assert state["step"] == 8 and state["codec"]["hybridlm.weights"] == "random"
+    evals = json.loads((workspace / "metrics/eval.json").read_text())
+    assert set(evals) == {"step_4", "step_8", "final"} and evals["final"] == evals["step_8"]
+    for entry in evals.values():
+        assert entry["ppl"] == pytest.approx(math.exp(entry["loss"]))
+        assert entry["loss"] == pytest.approx(sum(entry["per_codebook"].values()) / 8)
+    # The final EMA val loss logged during training is the evaluate stage's number for the same weights.
+    train = json.loads((workspace / "metrics/train.json").read_text())
+    assert train["step"] == 8 and train["val_ema_loss"] == pytest.approx(evals["step_8"]["loss"], rel=1e-4)
+    assert 0 <= train["pad_fraction"] < 0.5
+    loss_rows = (workspace / "dvclive/plots/metrics/train/loss.tsv").read_text().splitlines()
+    assert loss_rows[0].split("\t") == ["step", "loss"] and len(loss_rows) == 1 + 8
+    assert len((workspace / "dvclive/plots/metrics/val/ema_loss.tsv").read_text().splitlines()) == 1 + 4
+    status = run_tool(workspace, "dvc", "status", capture=True).stdout
+    assert "up to date" in status
+    assert (workspace / ".hybridlm/.gitignore").read_text().strip().endswith("*")
+    assert "hybridlm" not in run_tool(workspace, "git", "status", "--porcelain", capture=True).stdout
+
+
+def test_render_writes_wavs_spectrograms_and_gallery(workspace):
+    samples = workspace / "data/samples"
+    evals = json.loads((workspace / "metrics/eval.json").read_text())
+    page = (samples / "index.html").read_text()
+    for step in (4, 8):
+        for k in range(2):
+            audio, rate = sf.read(samples / f"step-{step:06d}/sample-{k}.wav")
+            assert rate == 24000 and len(audio) == SECONDS_FRAMES * 320
+            assert (samples / f"step-{step:06d}/sample-{k}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+            assert f'src="step-{step:06d}/sample-{k}.wav"' in page
+        assert f"step {step}<br>" in page and f"EMA val loss {evals[f'step_{step}']['loss']:.4f}" in page
+    assert page.count("<audio") == 4 and page.count("<img") == 4
+
+
+@pytest.mark.skipif(check_gallery.find_browser() is None, reason="needs Chromium (apt-get install -y chromium)")
+def test_gallery_loads_in_headless_chromium(workspace, tmp_path):
+    ok, summary = check_gallery.check(workspace / "data/samples/index.html", tmp_path / "shot.png")
+    assert ok, summary
+    assert "decoded 4/4" in summary and "playable 4/4" in summary
+    assert (tmp_path / "shot.png").stat().st_size > 10_000
+
+
+def test_sigkill_mid_run_then_rerun_equals_uninterrupted(workspace, tmp_path):
+    """Train the same 8 steps outside DVC with a fresh store, SIGKILL it after its first periodic state, re-run:
+    the result must equal the DVC run's step-8 checkpoint bit for bit."""
+    shutil.copytree(workspace / "data/split", tmp_path / "data/split")
+    shutil.copy(workspace / "params.yaml", tmp_path / "params.yaml")
+    env = {**tool_env(), "HYBRIDLM_CACHE": str(tmp_path / "cache")}
+    cmd = [str(Path(sys.executable).parent / "hybridlm"), "train"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not list((tmp_path / "cache").glob("train/*/resume-*.pt")) and proc.poll() is None:
+        assert time.monotonic() < deadline, "no periodic state appeared"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "data/checkpoints").exists()  # killed before it finished
+    rerun = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr
+    assert "train: resuming from step" in rerun.stderr
+    ours = load_checkpoint(tmp_path / "data/checkpoints/step-000008.pt")
+    reference = load_checkpoint(workspace / "data/checkpoints/step-000008.pt")
+    for part in ("model",):
+        assert all(torch.equal(ours[part][k], reference[part][k]) for k in reference[part])
+    assert all(torch.equal(ours["ema"]["shadow"][k], reference["ema"]["shadow"][k]) for k in reference["ema"]["shadow"])
+    assert [r["train/loss"] for r in ours["history"]] == [r["train/loss"] for r in reference["history"]]
+
+
+def test_bad_inputs_give_clear_errors(workspace, tmp_path, monkeypatch):
+    """Missing/empty shards, a corrupt or incompatible checkpoint, a step that does not exist: exit 2 + message."""
+    params = yaml.safe_load((workspace / "params.yaml").read_text())
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HYBRIDLM_CACHE", str(tmp_path / "cache"))
+
+    def hybridlm(stage: str, overrides: dict | None = None) -> str:
+        """Run the CLI command in-process (fast); it must fail with exit code 2 and return its message."""
+        (tmp_path / "params.yaml").write_text(yaml.safe_dump(merge(params, overrides or {})))
+        result = CliRunner().invoke(app, [stage])
+        assert result.exit_code == 2, result.output
+        return result.output
+
+    assert "data/split/train: no such shard file or folder" in hybridlm("train")
+    (tmp_path / "data/split/train").mkdir(parents=True)
+    assert "data/split/train: folder holds no .parquet shards" in hybridlm("train")
+    from hybridlm.data.shards import read_shards, write_shards
+    _, meta = read_shards(workspace / "data/split/train")
+    write_shards(tmp_path / "data/split/train", [], {k.removeprefix("hybridlm."): v for k, v in meta.items()}, 10)
+    assert "data/split/train: the shards hold no chunks" in hybridlm("train")
+
+    shutil.rmtree(tmp_path / "data/split")
+    shutil.copytree(workspace / "data/split", tmp_path / "data/split")
+    shutil.copytree(workspace / "data/checkpoints", tmp_path / "data/checkpoints")
+    shutil.copytree(workspace / "metrics", tmp_path / "metrics")
+    assert "asks for step(s) [5]" in hybridlm("evaluate", {"evaluate": {"steps": [5]}})
+    assert "model.d_model: checkpoint 64, params.yaml 96" in hybridlm("evaluate", {"model": {"d_model": 96}})
+    val = sorted((tmp_path / "data/split/val").glob("*.parquet"))[0]
+    original = val.read_bytes()
+    (tmp_path / "data/split/val" / "shard-extra.parquet").write_bytes(original)  # other data: another hash
+    assert "incompatible checkpoint (other data)" in hybridlm("evaluate")
+    (tmp_path / "data/split/val" / "shard-extra.parquet").unlink()
+    ckpt = tmp_path / "data/checkpoints/step-000004.pt"
+    ckpt.write_bytes(ckpt.read_bytes()[: ckpt.stat().st_size // 2])
+    assert "step-000004.pt: not a readable checkpoint" in hybridlm("evaluate")
+    assert "step-000004.pt: not a readable checkpoint" in hybridlm("render")
+
+
+def test_exp_run_extends_and_keeps_earlier_checkpoints_byte_identical(workspace):
+    before = {p.name: p.read_bytes() for p in (workspace / "data/checkpoints").iterdir()}
+    out = run_tool(workspace, "dvc", "exp", "run", "-S", "train.steps=12", capture=True)
+    assert "train: resuming from step 8" in out.stdout + out.stderr
+    after = {p.name: p.read_bytes() for p in (workspace / "data/checkpoints").iterdir()}
+    assert sorted(after) == ["step-000004.pt", "step-000008.pt", "step-000012.pt"]
+    assert all(after[name] == data for name, data in before.items())
+    evals = json.loads((workspace / "metrics/eval.json").read_text())
+    assert evals["final"]["step"] == 12 and "step_4" in evals
+    diff = run_tool(workspace, "dvc", "metrics", "diff", capture=True).stdout
+    assert "metrics/eval.json" in diff and "step_12.loss" in diff
+    assert len((workspace / "dvclive/plots/metrics/train/loss.tsv").read_text().splitlines()) == 1 + 12
+    plots = run_tool(workspace, "dvc", "plots", "diff", "-o", "plots-diff", capture=True)
+    assert plots.returncode == 0 and (workspace / "plots-diff/index.html").is_file()
