@@ -8,6 +8,7 @@ random-weight codec, tiny model, 40 steps). Afterwards the workspace is a normal
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -25,6 +26,17 @@ def demo_overrides() -> dict:
     return yaml.safe_load(DEMO_PARAMS.read_text(encoding="utf-8"))
 
 
+def summary(workdir: Path) -> str:
+    """EMA val loss/PPL per checkpoint and the training summary, from the metrics files the stages wrote."""
+    evals = json.loads((workdir / "metrics/eval.json").read_text(encoding="utf-8"))
+    train = json.loads((workdir / "metrics/train.json").read_text(encoding="utf-8"))
+    lines = [f"  step {v['step']:>5}: EMA val loss {v['loss']:.4f}  ppl {v['ppl']:8.2f}"
+             for k, v in evals.items() if k != "final"]
+    lines.append(f"  train: {train['step']} steps, last train loss {train['train_loss']:.4f}, padded positions "
+                 f"{train['pad_fraction']:.2%}, {train['tokens_per_second'] or 0:,.0f} tokens/s (median)")
+    return "\n".join(lines)
+
+
 def run_demo(workdir: Path) -> None:
     """Create ``workdir`` from the checkout with the demo params, run `dvc repro`, and say where everything is."""
     workdir = Path(workdir).resolve()
@@ -33,11 +45,13 @@ def run_demo(workdir: Path) -> None:
     print(f"demo: workspace {workdir} (git + DVC, params.yaml = params.yaml + params.demo.yaml); running dvc repro",
           flush=True)
     run_tool(workdir, "dvc", "repro")
-    metrics = run_tool(workdir, "dvc", "metrics", "show", capture=True).stdout
+    # Commit the results, so that `dvc exp run` / `dvc metrics diff` / `dvc plots diff` compare against this run.
+    run_tool(workdir, "git", "add", "-A", capture=True)
+    run_tool(workdir, "git", "commit", "-q", "-m", "demo: dvc repro (40 steps)", capture=True)
     minutes = (time.perf_counter() - tic) / 60
     print(f"""
 demo: pipeline finished in {minutes:.1f} min.
-{metrics}
+{summary(workdir)}
   checkpoints   {workdir}/data/checkpoints/   (step-000020.pt, step-000040.pt)
   metrics       {workdir}/metrics/eval.json (EMA val loss/PPL per checkpoint), metrics/train.json, metrics/data.json
   curves        {workdir}/dvclive/plots/metrics/  ->  cd {workdir} && dvc plots show   (writes dvc_plots/index.html)

@@ -23,7 +23,7 @@ from typing import Literal
 import torch
 
 RANDOM_SEED = 20_240_624  # fixed: the random codec must be identical in tokenize and render
-CALIBRATION_SECONDS = 6.0
+CALIBRATION_SECONDS = 3.0
 
 WARNING = """
 ************************************************************************************************
