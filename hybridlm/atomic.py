@@ -8,6 +8,7 @@ into place with ``os.replace`` (atomic on POSIX within one file system).
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import shutil
@@ -17,11 +18,26 @@ from pathlib import Path
 from typing import Any
 
 
+def remove_stale_temporaries(path: Path) -> None:
+    """Delete temporaries that a killed earlier run left beside ``path`` (a raw corpus one can be gigabytes).
+
+    Only names this module creates are touched: ``.<name>.<random>.tmp`` and ``.<name>.old``.
+    """
+    if not path.parent.is_dir():
+        return
+    for stale in [*path.parent.glob(f".{glob.escape(path.name)}.*.tmp"), path.with_name(f".{path.name}.old")]:
+        if stale.is_dir() and not stale.is_symlink():
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            stale.unlink(missing_ok=True)
+
+
 @contextlib.contextmanager
 def atomic_path(path: Path | str) -> Iterator[Path]:
     """Yield a temporary file path beside ``path``; on success it is fsynced and renamed onto ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
@@ -55,6 +71,7 @@ def atomic_dir(path: Path | str) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp

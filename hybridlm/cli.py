@@ -69,7 +69,12 @@ def split(params: Path = PARAMS) -> None:
 @app.command()
 def train(params: Path = PARAMS) -> None:
     """Train the hybrid LM; checkpoints at train.save_steps under data/checkpoints (resumes where it can)."""
-    _run("train", params)
+    from hybridlm.training.loop import TrainingDiverged
+
+    try:
+        _run("train", params)
+    except TrainingDiverged as exc:  # NaN/inf: a clear message (the last good state is saved), not a traceback
+        _fail(exc)
 
 
 @app.command()

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 import signal
 import subprocess
@@ -153,6 +152,8 @@ def test_bad_inputs_give_clear_errors(workspace, tmp_path, monkeypatch):
 
     shutil.rmtree(tmp_path / "data/split")
     shutil.copytree(workspace / "data/split", tmp_path / "data/split")
+    diverged = hybridlm("train", {"train": {"lr": 1e30, "warmup_steps": 0, "grad_clip": 1e30}})
+    assert "non-finite loss at step 2" in diverged and "last good state (step 1) is saved" in diverged
     shutil.copytree(workspace / "data/checkpoints", tmp_path / "data/checkpoints")
     shutil.copytree(workspace / "metrics", tmp_path / "metrics")
     assert "asks for step(s) [5]" in hybridlm("evaluate", {"evaluate": {"steps": [5]}})

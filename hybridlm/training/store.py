@@ -16,7 +16,8 @@ temporary copy without it: set HYBRIDLM_CACHE to a shared folder to resume there
 Files: ``step-NNNNNN.pt`` are checkpoints (a `save_steps` entry or a run's final step) and are kept;
 ``resume-NNNNNN.pt`` are periodic states (every `train.eval_every` steps), each written atomically, after which the
 periodic states of earlier steps are deleted. A SIGKILL therefore loses at most `eval_every` steps, and a shorter
-run never deletes the periodic state of a longer one.
+run never deletes the periodic state of a longer one. One training process per trajectory at a time: a second one
+started on the same store would race the first.
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ class ResumeStore:
     def __init__(self, root: Path, provenance: dict[str, Any]) -> None:
         self.folder = Path(root) / "train" / provenance["key"]
         self.folder.mkdir(parents=True, exist_ok=True)
+        for stale in self.folder.glob(".*.tmp"):  # a state file whose writer was killed mid-write
+            stale.unlink(missing_ok=True)
         if not (self.folder / "provenance.json").is_file():
             write_json(self.folder / "provenance.json", provenance)
 
