@@ -41,20 +41,24 @@ def run_demo(workdir: Path) -> None:
     """Create ``workdir`` from the checkout with the demo params, run `dvc repro`, and say where everything is."""
     workdir = Path(workdir).resolve()
     tic = time.perf_counter()
-    create_workspace(workdir, demo_overrides())
+    overrides = demo_overrides()
+    create_workspace(workdir, overrides)
     print(f"demo: workspace {workdir} (git + DVC, params.yaml = params.yaml + params.demo.yaml); running dvc repro",
           flush=True)
     run_tool(workdir, "dvc", "repro")
+    steps = overrides["train"]["steps"]
     # Commit the results, so that `dvc exp run` / `dvc metrics diff` / `dvc plots diff` compare against this run.
     run_tool(workdir, "git", "add", "-A", capture=True)
-    run_tool(workdir, "git", "commit", "-q", "-m", "demo: dvc repro (40 steps)", capture=True)
+    run_tool(workdir, "git", "commit", "-q", "-m", f"demo: dvc repro ({steps} steps)", capture=True)
     minutes = (time.perf_counter() - tic) / 60
+    checkpoints = sorted(p.name for p in (workdir / "data/checkpoints").glob("step-*.pt"))
+    longer = steps + max(1, steps // 2)
     print(f"""
 demo: pipeline finished in {minutes:.1f} min.
 {summary(workdir)}
-  checkpoints   {workdir}/data/checkpoints/   (step-000020.pt, step-000040.pt)
+  checkpoints   {workdir}/data/checkpoints/   ({', '.join(checkpoints)})
   metrics       {workdir}/metrics/eval.json (EMA val loss/PPL per checkpoint), metrics/train.json, metrics/data.json
   curves        {workdir}/dvclive/plots/metrics/  ->  cd {workdir} && dvc plots show   (writes dvc_plots/index.html)
   gallery       {workdir}/data/samples/index.html
-  next          cd {workdir} && dvc exp run -S train.steps=60 && dvc metrics diff && dvc plots diff
-                (continues the 40-step run from its stored state; step-000020/40 stay byte-identical)""")
+  next          cd {workdir} && dvc exp run -S train.steps={longer} && dvc metrics diff && dvc plots diff
+                (continues the {steps}-step run from its stored state; the checkpoints above stay byte-identical)""")

@@ -25,7 +25,7 @@ from torch import nn
 
 from hybridlm.delay import NUM_SPECIAL, DelayPattern
 from hybridlm.ops.gated_delta import gated_delta_rule
-from hybridlm.params import ParamError, _check_limits, parse_section
+from hybridlm.params import ParamError, check_limits, parse_section
 
 NORM_EPS = 1e-6  # block and QK RMSNorms
 GDN_NORM_EPS = 1e-5  # per-head gated output norm of the GDN layers
@@ -60,7 +60,7 @@ class ModelConfig:
         # parse_section checks the limits already; repeating them here also guards configs built in code
         # (tests, checkpoints), and then the rules that involve several keys.
         for f in fields(self):
-            _check_limits(f.metadata, getattr(self, f.name), f"model.{f.name}")
+            check_limits(f.metadata, getattr(self, f.name), f"model.{f.name}")
         bad = sorted(set(self.schedule) - set(LAYER_KINDS))
         if not self.schedule or bad:
             raise ParamError(

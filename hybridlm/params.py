@@ -66,7 +66,7 @@ def _build(cls: type[T], raw: Any, prefix: str) -> T:
                 raise ParamError(f"params.yaml: missing key '{key}'")
             continue
         value = _coerce(hints[name], raw[name], key)
-        _check_limits(f.metadata, value, key)
+        check_limits(f.metadata, value, key)
         values[name] = value
     return cls(**values)
 
@@ -120,7 +120,7 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
     raise TypeError(f"unsupported parameter type {hint!r} for {key}")
 
 
-def _check_limits(meta: typing.Mapping[str, Any], value: Any, key: str) -> None:
+def check_limits(meta: typing.Mapping[str, Any], value: Any, key: str) -> None:
     if value is None:
         return
     values = value if isinstance(value, (list, tuple)) else [value]
