@@ -9,6 +9,7 @@ random-weight codec, tiny model, 40 steps). Afterwards the workspace is a normal
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -60,5 +61,5 @@ demo: pipeline finished in {minutes:.1f} min.
   metrics       {workdir}/metrics/eval.json (EMA val loss/PPL per checkpoint), metrics/train.json, metrics/data.json
   curves        {workdir}/dvclive/plots/metrics/  ->  cd {workdir} && dvc plots show   (writes dvc_plots/index.html)
   gallery       {workdir}/data/samples/index.html
-  next          cd {workdir} && dvc exp run -S train.steps={longer} && dvc metrics diff && dvc plots diff
+  next          . {Path(sys.executable).parent}/activate && cd {workdir} && dvc exp run -S train.steps={longer} && dvc metrics diff && dvc plots diff
                 (continues the {steps}-step run from its stored state; the checkpoints above stay byte-identical)""")
