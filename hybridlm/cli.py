@@ -69,11 +69,13 @@ def split(params: Path = PARAMS) -> None:
 @app.command()
 def train(params: Path = PARAMS) -> None:
     """Train the hybrid LM; checkpoints at train.save_steps under data/checkpoints (resumes where it can)."""
+    from hybridlm.ops.gated_delta import BackendParityError
     from hybridlm.training.loop import TrainingDiverged
 
     try:
         _run("train", params)
-    except TrainingDiverged as exc:  # NaN/inf: a clear message (the last good state is saved), not a traceback
+    # NaN/inf (the last good state is saved), a kernel failing its start-up check, fla missing: a clear message.
+    except (TrainingDiverged, BackendParityError, ImportError) as exc:
         _fail(exc)
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from hybridlm.atomic import atomic_dir, write_json
 from hybridlm.delay import DelayPattern
 from hybridlm.model import load_config
+from hybridlm.ops.gated_delta import check_backend_parity, resolve_backend
 from hybridlm.params import parse_section
 from hybridlm.training.batching import PackedRows, delayed_sequences
 from hybridlm.training.checkpoint import checkpoint_name, code_version, data_hash, provenance
@@ -31,6 +32,11 @@ def run(params: dict, **options) -> None:
     model_config = load_config(params)
     cfg = parse_section(TrainConfig, params, "train")
     device = resolve_device(cfg.device)
+    if "L" in model_config.schedule:  # a broken kernel stack fails here, in a second, not after hours of NaNs
+        backend = resolve_backend(model_config.gdn_backend, device)
+        worst = check_backend_parity(backend, device)
+        print(f"train: Gated DeltaNet backend {backend} on {device.type}: matches the reference "
+              f"(max abs diff {worst:.1e} on the start-up check)")
     train_chunks, meta = read_split("train", model_config)
     val_chunks, _ = read_split("val", model_config)
     pattern = DelayPattern(model_config.num_codebooks, model_config.codebook_size)

@@ -12,6 +12,7 @@ import torch
 from hybridlm.ops.benchmark import run_benchmark
 from hybridlm.ops.gated_delta import (
     BACKENDS,
+    BackendParityError,
     check_backend_parity,
     chunk_gated_delta_rule_torch,
     gated_delta_rule,
@@ -164,7 +165,7 @@ def test_start_up_parity_check_catches_a_broken_backend(monkeypatch):
         return o * float("nan"), s
 
     monkeypatch.setitem(gated_delta._IMPLEMENTATIONS, "torch_chunk", broken)
-    with pytest.raises(RuntimeError, match="'torch_chunk' on cpu produced non-finite output"):
+    with pytest.raises(BackendParityError, match="'torch_chunk' on cpu produced non-finite output"):
         check_backend_parity("torch_chunk", "cpu")
 
 

@@ -152,6 +152,7 @@ def test_bad_inputs_give_clear_errors(workspace, tmp_path, monkeypatch):
 
     shutil.rmtree(tmp_path / "data/split")
     shutil.copytree(workspace / "data/split", tmp_path / "data/split")
+    assert "gated_delta backend 'fla_chunk' needs a CUDA device" in hybridlm("train", {"model": {"gdn_backend": "fla_chunk"}})
     diverged = hybridlm("train", {"train": {"lr": 1e30, "warmup_steps": 0, "grad_clip": 1e30}})
     assert "non-finite loss at step 2" in diverged and "last good state (step 1) is saved" in diverged
     shutil.copytree(workspace / "data/checkpoints", tmp_path / "data/checkpoints")

@@ -420,12 +420,16 @@ def gated_delta_rule(
     return impl(q, k, v, g, beta, scale=scale, initial_state=initial_state, output_final_state=output_final_state)
 
 
+class BackendParityError(RuntimeError):
+    """A Gated DeltaNet backend disagrees with the reference (or returns NaN/inf) on the start-up self-check."""
+
+
 def check_backend_parity(backend: str, device: torch.device | str, *, atol: float | None = None) -> float:
     """Start-up self-check: run ``backend`` and the token-loop reference on a small random input and compare.
 
     Why: a broken kernel stack (some torch/Triton/GPU combinations) returns NaNs or wrong numbers silently; a
     second of checking at start-up beats a wasted training run. Forward outputs, final state and the gradients of
-    q, k, v, g, beta are compared. Returns the largest absolute difference; raises RuntimeError on a mismatch.
+    q, k, v, g, beta are compared. Returns the largest absolute difference; raises BackendParityError on a mismatch.
     The default tolerance is 1e-4 for the fp32 torch backends and 2e-2 for fla (its kernels use TF32/bf16 dots).
     """
     resolved = resolve_backend(backend, device)
@@ -459,11 +463,11 @@ def check_backend_parity(backend: str, device: torch.device | str, *, atol: floa
     worst = 0.0
     for name, a, b in zip(names, got, want):
         if not torch.isfinite(a).all():
-            raise RuntimeError(f"gated_delta backend {resolved!r} on {device} produced non-finite {name}; "
+            raise BackendParityError(f"gated_delta backend {resolved!r} on {device} produced non-finite {name}; "
                                "the kernel stack is broken (try backend 'torch_chunk')")
         err = (a - b).abs().max().item()
         worst = max(worst, err)
         if err > atol:
-            raise RuntimeError(f"gated_delta backend {resolved!r} on {device} disagrees with the reference: "
+            raise BackendParityError(f"gated_delta backend {resolved!r} on {device} disagrees with the reference: "
                                f"max |diff| of {name} = {err:.3g} > {atol:g} (try backend 'torch_chunk')")
     return worst
