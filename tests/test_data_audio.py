@@ -41,6 +41,9 @@ BAD_WAVS = {
     "44k": (lambda p: sf.write(str(p), tone(0.1), 44_100, subtype="PCM_16"), "expected 22050 Hz, got 44100 Hz"),
     "flac": (lambda p: sf.write(str(p), tone(0.1), 22_050, format="FLAC", subtype="PCM_16"), "got FLAC/PCM_16"),
     "missing": (lambda p: p.unlink(), "file is missing"),
+    # 0.1 s = 2205 samples = 4410 data bytes after a 44-byte header; cut the file to half its size
+    "truncated": (lambda p: p.write_bytes(p.read_bytes()[:2227]),
+                  "truncated: its data chunk declares 4410 bytes, the file holds 2183"),
 }
 
 

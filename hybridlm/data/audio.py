@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -60,15 +61,38 @@ def read_wav_checked(path: Path, expected_rate: int) -> np.ndarray:
         raise BadAudioError(f"{path.name}: expected mono, got {info.channels} channels")
     if info.samplerate != expected_rate:
         raise BadAudioError(f"{path.name}: expected {expected_rate} Hz, got {info.samplerate} Hz")
+    declared, present = wav_data_chunk_sizes(path)
+    if present < declared:
+        raise BadAudioError(f"{path.name}: truncated: its data chunk declares {declared} bytes, "
+                            f"the file holds {present}")
     if info.frames == 0:
         raise BadAudioError(f"{path.name}: empty (0 samples)")
     try:
         data, _ = sf.read(str(path), dtype="int16", always_2d=False)
     except RuntimeError as exc:
         raise BadAudioError(f"{path.name}: unreadable audio data ({exc})") from exc
-    if len(data) != info.frames:
-        raise BadAudioError(f"{path.name}: truncated: header says {info.frames} samples, read {len(data)}")
     return data
+
+
+def wav_data_chunk_sizes(path: Path) -> tuple[int, int]:
+    """(bytes the RIFF ``data`` chunk declares, bytes of it actually in the file).
+
+    Why parse the chunks ourselves: libsndfile silently shortens the frame count of a truncated WAV to what is
+    present, so a file cut in half reads as a valid, shorter clip. Only the chunk header still tells the truth.
+    """
+    with open(path, "rb") as fh:
+        size = os.fstat(fh.fileno()).st_size
+        header = fh.read(12)
+        if len(header) < 12 or header[:4] != b"RIFF" or header[8:] != b"WAVE":
+            raise BadAudioError(f"{path.name}: not a RIFF/WAVE file")
+        offset = 12
+        while offset + 8 <= size:
+            fh.seek(offset)
+            chunk_id, chunk_size = struct.unpack("<4sI", fh.read(8))
+            if chunk_id == b"data":
+                return chunk_size, size - offset - 8
+            offset += 8 + chunk_size + (chunk_size & 1)  # chunks are padded to an even length
+    raise BadAudioError(f"{path.name}: no data chunk")
 
 
 def resample_int16(data: np.ndarray, source_rate: int, target_rate: int, quality: str) -> np.ndarray:
