@@ -32,6 +32,19 @@ def remove_stale_temporaries(path: Path) -> None:
             stale.unlink(missing_ok=True)
 
 
+def _umask() -> int:
+    """The process umask (reading it means setting it, so it is set straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _chmod_as_created(path: Path, full_mode: int) -> None:
+    """Give ``path`` the mode a plain ``open``/``mkdir`` would have: mkstemp/mkdtemp make 0600/0700 temporaries,
+    and that private mode would otherwise survive the rename, hiding outputs from the group the umask allows."""
+    os.chmod(path, full_mode & ~_umask())
+
+
 @contextlib.contextmanager
 def atomic_path(path: Path | str) -> Iterator[Path]:
     """Yield a temporary file path beside ``path``; on success it is fsynced and renamed onto ``path``."""
@@ -45,6 +58,7 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
         yield tmp_path
         with open(tmp_path, "rb+") as fh:
             os.fsync(fh.fileno())
+        _chmod_as_created(tmp_path, 0o666)
         os.replace(tmp_path, path)
     finally:
         tmp_path.unlink(missing_ok=True)
@@ -75,6 +89,7 @@ def atomic_dir(path: Path | str) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
+        _chmod_as_created(tmp, 0o777)
         if path.exists():
             old = path.with_name(f".{path.name}.old")
             shutil.rmtree(old, ignore_errors=True)

@@ -1,5 +1,7 @@
 """Atomic writes: a failure leaves the old output (or none), never a partial one; a killed run's leftovers go."""
 
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -42,3 +44,17 @@ def test_leftovers_of_a_killed_run_are_removed(tmp_path: Path) -> None:
     with atomic_dir(tmp_path / "shards") as tmp:
         (tmp / "a").write_text("1")
     assert sorted(p.name for p in tmp_path.iterdir()) == [".other.abc.tmp", "shards"]
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_outputs_get_the_mode_the_umask_gives(tmp_path: Path, umask: int) -> None:
+    # mkstemp/mkdtemp create 0600/0700; what lands must look like a plain open()/mkdir() under this umask.
+    old = os.umask(umask)
+    try:
+        write_json(tmp_path / "m.json", {"a": 1})
+        with atomic_dir(tmp_path / "shards") as tmp:
+            (tmp / "a").write_text("1")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "m.json").stat().st_mode) == 0o666 & ~umask
+    assert stat.S_IMODE((tmp_path / "shards").stat().st_mode) == 0o777 & ~umask
