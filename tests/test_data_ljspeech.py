@@ -61,6 +61,15 @@ def test_parser_rejects_non_utf8(tmp_path):
 
 
 @pytest.mark.skipif(not (SHARED / "ljspeech-meta" / "metadata.csv").is_file(), reason="../shared/ljspeech-meta absent")
+def test_parser_drops_a_utf8_byte_order_mark(tmp_path):
+    path = tmp_path / "metadata.csv"
+    path.write_bytes(b"\xef\xbb\xbf" + "\n".join(TRICKY_LINES).encode() + b"\n")
+    assert [r.id for r in parse_metadata(path)] == ["LJ001-0001", "LJ001-0002", "LJ001-0003"]
+    lj = make_lj_folder(tmp_path / "src")
+    (lj / "metadata.csv").write_bytes(b"\xef\xbb\xbf" + (lj / "metadata.csv").read_bytes())
+    assert len(validate_layout(lj)) == 3  # the first wav is found under its real id
+
+
 def test_parser_on_the_real_metadata():
     rows = parse_metadata(SHARED / "ljspeech-meta" / "metadata.csv")
     assert len(rows) == 13_100
@@ -153,6 +162,18 @@ def test_missing_wav_fails_layout(tmp_path):
         validate_layout(lj)
 
 
+def test_missing_wav_in_an_archive_names_the_archive(tmp_path, monkeypatch):
+    lj = make_lj_folder(tmp_path / "src")
+    (lj / "wavs" / "LJ001-0002.wav").unlink()
+    archive = make_archive(tmp_path / "lj.tar.bz2", lj)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError) as caught:
+        download_stage.run(params_for(str(archive)))
+    message = str(caught.value)
+    assert message.startswith(f"{archive}: LJSpeech-1.1: 1 clip(s) listed in metadata.csv have no wavs/<id>.wav")
+    assert "LJ001-0002" in message and ".tmp" not in message and ".extract" not in message
+
+
 def _member(name: str, kind: bytes = tarfile.REGTYPE, linkname: str = "") -> tarfile.TarInfo:
     info = tarfile.TarInfo(name)
     info.type = kind
@@ -173,9 +194,24 @@ def test_unsafe_members_are_rejected(tmp_path, monkeypatch, member, reason):
     lj = make_lj_folder(tmp_path / "src")
     archive = make_archive(tmp_path / "evil.tar.bz2", lj, extra=[member])
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(ValueError, match=f"unsafe archive member .*{reason}"):
+    with pytest.raises(ValueError, match=f"evil.tar.bz2: unsafe archive member .*{reason}"):
         download_stage.run(params_for(str(archive)))
     assert not OUT.exists() and not (tmp_path / "evil.txt").exists()
+
+
+def test_symlink_chain_out_of_the_archive_is_refused_as_unsafe(tmp_path, monkeypatch):
+    # Each link looks safe on its own ("up" -> the archive root, "up/esc" -> a sibling of "up" on paper), but on
+    # disk "up/esc" sits at the root, so its "../outside" leaves the destination: only the stdlib filter sees it.
+    lj = make_lj_folder(tmp_path / "src")
+    archive = make_archive(tmp_path / "evil.tar.bz2", lj, extra=[
+        _member("LJSpeech-1.1/up", tarfile.SYMTYPE, ".."),
+        _member("LJSpeech-1.1/up/esc", tarfile.SYMTYPE, "../outside"),
+    ])
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match=r"evil.tar.bz2: unsafe archive member 'LJSpeech-1.1/up/esc': .*outside") as caught:
+        download_stage.run(params_for(str(archive)))
+    assert "corrupt" not in str(caught.value)
+    assert not OUT.exists()
 
 
 def test_inside_symlink_is_allowed(tmp_path):

@@ -13,6 +13,7 @@ Why each piece exists:
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import os
 import posixpath
@@ -42,16 +43,23 @@ class Utterance:
     normalized: str
 
 
-def parse_metadata(path: Path) -> list[Utterance]:
-    """Parse an LJ Speech ``metadata.csv``: UTF-8, one ``id|text|normalized`` per line, no quoting, LF (or CRLF)."""
+def parse_metadata(path: Path, shown_as: str | None = None) -> list[Utterance]:
+    """Parse an LJ Speech ``metadata.csv``: UTF-8, one ``id|text|normalized`` per line, no quoting, LF (or CRLF).
+
+    A leading UTF-8 byte-order mark is dropped: LJ's own file has none, but editors on Windows add one to user
+    corpora, and kept it would become an invisible first character of the first clip id. Errors name the file as
+    ``shown_as`` (default: ``path``), so a file inside an archive is named by the archive, not a scratch folder.
+    """
     path = Path(path)
+    where = shown_as or str(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: metadata file not found")
+        raise FileNotFoundError(f"{where}: metadata file not found")
+    raw = path.read_bytes().removeprefix(codecs.BOM_UTF8)
     try:
-        content = path.read_bytes().decode("utf-8")
+        content = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        line = path.read_bytes()[: exc.start].count(b"\n") + 1
-        raise ValueError(f"{path}:{line}: not valid UTF-8 ({exc.reason})") from exc
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ValueError(f"{where}:{line}: not valid UTF-8 ({exc.reason})") from exc
     lines = content.split("\n")
     if lines and lines[-1] == "":
         lines.pop()  # the file ends with a newline
@@ -61,32 +69,34 @@ def parse_metadata(path: Path) -> list[Utterance]:
         fields = line.rstrip("\r").split("|")
         if len(fields) != 3:
             raise ValueError(
-                f"{path}:{number}: expected 3 '|'-separated fields (id|text|normalized), got {len(fields)}: {line[:80]!r}"
+                f"{where}:{number}: expected 3 '|'-separated fields (id|text|normalized), got {len(fields)}: {line[:80]!r}"
             )
         clip_id, text, normalized = fields
         if not clip_id or clip_id != clip_id.strip() or "/" in clip_id or clip_id in (".", ".."):
-            raise ValueError(f"{path}:{number}: invalid clip id {clip_id!r}")
+            raise ValueError(f"{where}:{number}: invalid clip id {clip_id!r}")
         if clip_id in seen:
-            raise ValueError(f"{path}:{number}: duplicate clip id {clip_id!r}")
+            raise ValueError(f"{where}:{number}: duplicate clip id {clip_id!r}")
         seen.add(clip_id)
         rows.append(Utterance(clip_id, text, normalized))
     if not rows:
-        raise ValueError(f"{path}: metadata file is empty")
+        raise ValueError(f"{where}: metadata file is empty")
     return rows
 
 
-def validate_layout(root: Path) -> list[Utterance]:
-    """Check ``root`` is an LJ Speech folder (metadata.csv + wavs/<id>.wav for every line); return the metadata."""
+def validate_layout(root: Path, shown_as: str | None = None) -> list[Utterance]:
+    """Check ``root`` is an LJ Speech folder (metadata.csv + wavs/<id>.wav for every line); return the metadata.
+    Errors name the folder as ``shown_as`` (default: ``root``)."""
     root = Path(root)
+    where = shown_as or str(root)
     if not (root / "metadata.csv").is_file():
-        raise FileNotFoundError(f"{root}: not in LJ Speech layout: metadata.csv is missing")
+        raise FileNotFoundError(f"{where}: not in LJ Speech layout: metadata.csv is missing")
     if not (root / "wavs").is_dir():
-        raise FileNotFoundError(f"{root}: not in LJ Speech layout: wavs/ folder is missing")
-    rows = parse_metadata(root / "metadata.csv")
+        raise FileNotFoundError(f"{where}: not in LJ Speech layout: wavs/ folder is missing")
+    rows = parse_metadata(root / "metadata.csv", f"{where}/metadata.csv")
     missing = [r.id for r in rows if not (root / "wavs" / f"{r.id}.wav").is_file()]
     if missing:
         raise FileNotFoundError(
-            f"{root}: {len(missing)} clip(s) listed in metadata.csv have no wavs/<id>.wav, e.g. {', '.join(missing[:5])}"
+            f"{where}: {len(missing)} clip(s) listed in metadata.csv have no wavs/<id>.wav, e.g. {', '.join(missing[:5])}"
         )
     return rows
 
@@ -243,23 +253,24 @@ def _content_range_total(header: str) -> int:
 
 
 # --------------------------------------------------------------------------------------------------- extraction
-def check_member(member: tarfile.TarInfo) -> None:
+def check_member(archive: Path, member: tarfile.TarInfo) -> None:
     """Reject a tar member that could write outside the extraction folder or create something but a file/folder."""
     name = member.name
     parts = [p for p in name.replace("\\", "/").split("/") if p not in ("", ".")]
     if name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
-        raise ValueError(f"unsafe archive member {name!r}: absolute path")
+        raise ValueError(f"{archive}: unsafe archive member {name!r}: absolute path")
     if ".." in parts:
-        raise ValueError(f"unsafe archive member {name!r}: path contains '..'")
+        raise ValueError(f"{archive}: unsafe archive member {name!r}: path contains '..'")
     if member.issym() or member.islnk():
         target = member.linkname
         base = posixpath.dirname("/".join(parts)) if member.issym() else ""
         resolved = posixpath.normpath(posixpath.join(base, target))
         if target.startswith("/") or resolved == ".." or resolved.startswith("../"):
             kind = "symlink" if member.issym() else "hardlink"
-            raise ValueError(f"unsafe archive member {name!r}: {kind} to {target!r} points outside the archive")
+            raise ValueError(
+                f"{archive}: unsafe archive member {name!r}: {kind} to {target!r} points outside the archive")
     elif not (member.isfile() or member.isdir()):
-        raise ValueError(f"unsafe archive member {name!r}: device, FIFO or other special file")
+        raise ValueError(f"{archive}: unsafe archive member {name!r}: device, FIFO or other special file")
 
 
 def safe_extract(archive: Path, target: Path) -> int:
@@ -274,8 +285,13 @@ def safe_extract(archive: Path, target: Path) -> int:
     try:
         with tarfile.open(archive, mode="r|*") as tar, tqdm(unit=" files", desc=f"extract {archive.name}") as bar:
             for member in tar:
-                check_member(member)
-                tar.extract(member, target, filter="data")  # stdlib filter as a second line of defence
+                check_member(archive, member)
+                try:
+                    tar.extract(member, target, filter="data")  # stdlib filter as a second line of defence
+                except tarfile.FilterError as exc:
+                    # A link that looks safe on its own but escapes through an earlier link (a chain), which only
+                    # the filter sees on disk. It is a refusal, not damage: say so, not "corrupt archive".
+                    raise ValueError(f"{archive}: unsafe archive member {member.name!r}: {exc}") from exc
                 count += 1
                 bar.update(1)
     except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
@@ -297,7 +313,7 @@ def extract_lj_archive(archive: Path, out: Path) -> None:
     root = staging / LJ_ROOT if (staging / LJ_ROOT / "metadata.csv").is_file() else staging
     if not (root / "metadata.csv").is_file():
         raise ValueError(f"{archive}: not an LJ Speech archive: no {LJ_ROOT}/metadata.csv inside")
-    validate_layout(root)
+    validate_layout(root, f"{archive}: {LJ_ROOT}" if root != staging else str(archive))
     for child in list(root.iterdir()):
         os.replace(child, out / child.name)
     shutil.rmtree(staging)
