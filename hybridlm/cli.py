@@ -12,7 +12,8 @@ from pathlib import Path
 
 import typer
 
-from hybridlm.params import ParamError, load_params
+from hybridlm.config import load_params
+from hybridlm.params import ParamError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.split("\n")[0])
 

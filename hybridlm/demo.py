@@ -13,8 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-import yaml
-
+from hybridlm.params import read_yaml
 from hybridlm.workspace import SOURCE_ROOT, create_workspace, run_tool
 
 DEMO_PARAMS = SOURCE_ROOT / "params.demo.yaml"
@@ -24,7 +23,7 @@ def demo_overrides() -> dict:
     """params.demo.yaml as a mapping (the overrides merged into params.yaml)."""
     if not DEMO_PARAMS.is_file():
         raise FileNotFoundError(f"{DEMO_PARAMS}: not found; the demo needs a source checkout of hybridlm")
-    return yaml.safe_load(DEMO_PARAMS.read_text(encoding="utf-8"))
+    return read_yaml(DEMO_PARAMS)
 
 
 def summary(workdir: Path) -> str:

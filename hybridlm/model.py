@@ -25,7 +25,7 @@ from torch import nn
 
 from hybridlm.delay import NUM_SPECIAL, DelayPattern
 from hybridlm.ops.gated_delta import gated_delta_rule
-from hybridlm.params import ParamError, check_limits, parse_section
+from hybridlm.params import ParamError, check_limits
 
 NORM_EPS = 1e-6  # block and QK RMSNorms
 GDN_NORM_EPS = 1e-5  # per-head gated output norm of the GDN layers
@@ -98,11 +98,6 @@ class ModelConfig:
     @property
     def vocab_size(self) -> int:
         return self.codebook_size + NUM_SPECIAL
-
-
-def load_config(params: dict) -> ModelConfig:
-    """The validated ``model:`` section of a loaded params.yaml."""
-    return parse_section(ModelConfig, params, "model")
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -1,8 +1,9 @@
 """Typed, validated views of ``params.yaml``.
 
 Why: a typo or an out-of-range value in ``params.yaml`` must fail *before* any work starts, with a message that
-names the exact key (``train.batch_size``), not deep inside a stage an hour later. Each stage declares its section
-as a dataclass; :func:`parse_section` checks unknown keys, types and ranges against it. Range and choice limits live
+names the exact key (``train.batch_size``), not deep inside a stage an hour later. This module is the mechanism
+(YAML reading, :func:`parse_section`); the schemas of the sections live in hybridlm/config.py. Each section is a
+dataclass; :func:`parse_section` checks unknown keys, types and ranges against it. Range and choice limits live
 in the field metadata (``field(default=..., metadata={"min": 1})``) so they sit next to the default they guard.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 import types
 import typing
 from pathlib import Path
@@ -20,22 +22,45 @@ import yaml
 
 T = TypeVar("T")
 
-DEFAULT_PARAMS = Path("params.yaml")
-
-
 class ParamError(ValueError):
     """A parameter is missing, unknown, of the wrong type or out of range. The message names the key."""
 
 
-def load_params(path: Path | str = DEFAULT_PARAMS) -> dict[str, Any]:
-    """Read ``params.yaml`` (a mapping of stage name to section)."""
+class Yaml12Loader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2's float forms: ``3e-4``, ``1e+30``, ``1E5``, ``-.5``, ``5.``.
+
+    Why: PyYAML follows YAML 1.1, where a float needs a dot and a signed exponent, so ``lr: 3e-4`` loads as the
+    *string* "3e-4". DVC reads and writes params.yaml with a YAML 1.2 parser (``dvc exp run -S train.lr=1e30``
+    writes ``1e+30``), so both sides must agree that these are numbers. Everything else (ints, bools, strings)
+    resolves as before.
+    """
+
+
+Yaml12Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    # YAML 1.2 core schema floats with a dot or an exponent (plain digits stay ints), plus .inf/.nan.
+    re.compile(r"""^(?:[-+]?(?:\.[0-9]+|[0-9]+\.[0-9]*)(?:[eE][-+]?[0-9]+)?
+                  |[-+]?[0-9]+[eE][-+]?[0-9]+
+                  |[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."),
+)
+
+
+def read_yaml(path: Path | str) -> Any:
+    """Parse a YAML file the way DVC does (YAML 1.2 floats); a syntax error names the file."""
+    path = Path(path)
+    try:
+        return yaml.load(path.read_text(encoding="utf-8"), Loader=Yaml12Loader)  # noqa: S506 (a SafeLoader)
+    except yaml.YAMLError as exc:
+        raise ParamError(f"{path}: not valid YAML: {exc}") from exc
+
+
+def read_params_file(path: Path | str) -> dict[str, Any]:
+    """Read a params file (a mapping of section name to section); sections are checked by hybridlm.config."""
     path = Path(path)
     if not path.is_file():
         raise ParamError(f"{path}: params file not found")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ParamError(f"{path}: not valid YAML: {exc}") from exc
+    data = read_yaml(path)
     if not isinstance(data, dict):
         raise ParamError(f"{path}: top level must be a mapping of sections, got {type(data).__name__}")
     return data
@@ -114,6 +139,11 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
             raise ParamError(f"params.yaml: '{key}' must be a number, got {value!r}")
         return float(value)
     if hint is str:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            # e.g. an all-digit sha256: YAML reads it as a number (and drops leading zeros) unless quoted.
+            raise ParamError(f"params.yaml: '{key}' must be a string, but YAML read the unquoted value {value!r} "
+                             f"as a number; put the value in quotes as written ({key.rsplit('.', 1)[-1]}: \"...\") so that YAML "
+                             f"keeps it as text, leading zeros included")
         if not isinstance(value, str):
             raise ParamError(f"params.yaml: '{key}' must be a string, got {value!r}")
         return value

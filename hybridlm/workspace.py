@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 import hybridlm
+from hybridlm.params import read_yaml
 
 SOURCE_ROOT = Path(hybridlm.__file__).resolve().parent.parent
 COPIED = ("dvc.yaml", "params.yaml", "hybridlm", "stages")
@@ -68,7 +69,7 @@ def create_workspace(workdir: Path, overrides: dict[str, Any], source_root: Path
             shutil.copytree(src, workdir / name, ignore=IGNORED_NAMES)
         else:
             shutil.copy2(src, workdir / name)
-    params = yaml.safe_load((source_root / "params.yaml").read_text(encoding="utf-8"))
+    params = read_yaml(source_root / "params.yaml")
     (workdir / "params.yaml").write_text(yaml.safe_dump(merge(params, overrides), sort_keys=False), encoding="utf-8")
     (workdir / ".gitignore").write_text("__pycache__/\n", encoding="utf-8")
     run_tool(workdir, "git", "init", "-q", capture=True)

@@ -15,12 +15,10 @@ from pathlib import Path
 from tqdm import tqdm
 
 from hybridlm.atomic import write_json
+from hybridlm.config import resolve_device, section
 from hybridlm.delay import DelayPattern
-from hybridlm.model import load_config
-from hybridlm.params import parse_section
 from hybridlm.training.batching import delayed_sequences
 from hybridlm.training.checkpoint import check_compatible, data_hash, ema_model, load_checkpoint, select_checkpoints
-from hybridlm.training.config import EvaluateConfig, resolve_device
 from hybridlm.training.evaluation import evaluate_sequences
 from hybridlm.training.splits import SPLIT, read_split
 
@@ -29,8 +27,8 @@ METRICS = Path("metrics/eval.json")
 
 
 def run(params: dict, **options) -> None:
-    model_config = load_config(params)
-    cfg = parse_section(EvaluateConfig, params, "evaluate")
+    model_config = section(params, "model")
+    cfg = section(params, "evaluate")
     device = resolve_device(cfg.device, "evaluate.device")
     checkpoints = select_checkpoints(CHECKPOINTS, cfg.steps, "evaluate.steps")
     val_chunks, _ = read_split("val", model_config)

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import torch
 
-from hybridlm.model import HybridLM, load_config
+from hybridlm.config import section
+from hybridlm.model import HybridLM
 
 KIND_NAMES = {"L": "Gated DeltaNet", "A": "attention"}
 
 
 def run(params: dict, **options) -> None:
-    config = load_config(params)
+    config = section(params, "model")
     with torch.device("meta"):
         model = HybridLM(config)
     counts = model.parameter_counts()

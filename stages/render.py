@@ -17,11 +17,9 @@ import torch
 from tqdm import tqdm
 
 from hybridlm.atomic import atomic_dir
+from hybridlm.config import resolve_device, section
 from hybridlm.data.codec import load_codec
-from hybridlm.model import load_config
-from hybridlm.params import parse_section
 from hybridlm.training.checkpoint import check_compatible, ema_model, load_checkpoint, select_checkpoints
-from hybridlm.training.config import RenderConfig, resolve_device
 from hybridlm.training.gallery import GalleryRow, write_gallery, write_spectrogram, write_wav
 
 CHECKPOINTS = Path("data/checkpoints")
@@ -41,8 +39,8 @@ def eval_losses(path: Path) -> dict[int, float]:
 
 
 def run(params: dict, **options) -> None:
-    model_config = load_config(params)
-    cfg = parse_section(RenderConfig, params, "render")
+    model_config = section(params, "model")
+    cfg = section(params, "render")
     device = resolve_device(cfg.device, "render.device")
     checkpoints = select_checkpoints(CHECKPOINTS, cfg.steps, "render.steps")
     losses = eval_losses(EVAL_METRICS)

@@ -10,9 +10,9 @@ import time
 from pathlib import Path
 
 from hybridlm.atomic import atomic_dir, write_json
-from hybridlm.data.audio import ResampleParams, resample_corpus, write_manifest
+from hybridlm.config import section
+from hybridlm.data.audio import resample_corpus, write_manifest
 from hybridlm.data.ljspeech import parse_metadata
-from hybridlm.params import parse_section
 
 RAW = Path("data/raw/LJSpeech-1.1")
 OUT = Path("data/resampled")
@@ -20,7 +20,7 @@ METRICS = Path("metrics/resample.json")
 
 
 def run(params: dict, workers: int = 0, **options) -> None:
-    cfg = parse_section(ResampleParams, params, "resample")
+    cfg = section(params, "resample")
     if workers < 0:
         raise ValueError(f"--workers must be >= 0, got {workers}")
     ids = [row.id for row in parse_metadata(RAW / "metadata.csv")]

@@ -9,9 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from hybridlm.atomic import atomic_dir, write_json
+from hybridlm.config import section
 from hybridlm.data.shards import META_PREFIX, Chunk, read_shards, write_shards
-from hybridlm.data.split import SplitParams, val_clips
-from hybridlm.params import parse_section
+from hybridlm.data.split import val_clips
 
 TOKENS = Path("data/tokens")
 OUT = Path("data/split")
@@ -25,7 +25,7 @@ def summary(chunks: list[Chunk], frame_rate: int) -> dict:
 
 
 def run(params: dict, **options) -> None:
-    cfg = parse_section(SplitParams, params, "split")
+    cfg = section(params, "split")
     chunks, meta = read_shards(TOKENS)
     held_out = val_clips((c.clip_id for c in chunks), cfg.val_fraction, cfg.seed)
     sides = {"train": [c for c in chunks if c.clip_id not in held_out],

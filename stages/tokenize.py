@@ -9,46 +9,22 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 from tqdm import tqdm
 
 from hybridlm.atomic import atomic_dir, write_json
+from hybridlm.config import section
 from hybridlm.data.audio import ManifestEntry, read_flac, read_manifest
 from hybridlm.data.chunking import ChunkRule, chunk_bounds
 from hybridlm.data.codec import encode_pieces, load_codec
 from hybridlm.data.shards import Chunk, write_shards
-from hybridlm.params import ParamError, params_hash, parse_section
+from hybridlm.params import params_hash
 
 RESAMPLED = Path("data/resampled")
 OUT = Path("data/tokens")
 METRICS = Path("metrics/tokenize.json")
-FRAME_RATE = 75  # EnCodec 24 kHz: 24,000 / 320; checked against the loaded codec by ChunkRule.from_seconds
-
-
-@dataclass(frozen=True)
-class TokenizeParams:
-    """`tokenize`: codec weights and bandwidth, the chunk rule, batch and shard sizes."""
-
-    weights: Literal["pretrained", "random"] = "pretrained"
-    model_id: str = "facebook/encodec_24khz"
-    bandwidth: float = field(default=6.0, metadata={"choices": [1.5, 3.0, 6.0, 12.0, 24.0]})
-    chunk_seconds: float = field(default=8.0, metadata={"gt": 0.0})
-    min_tail_seconds: float = field(default=2.0, metadata={"min": 0.0})
-    batch_size: int = field(default=16, metadata={"min": 1})
-    shard_chunks: int = field(default=2000, metadata={"min": 1})
-
-    def __post_init__(self) -> None:
-        frames = self.chunk_seconds * FRAME_RATE
-        if abs(frames - round(frames)) > 1e-6:
-            raise ParamError(f"params.yaml: 'tokenize.chunk_seconds' ({self.chunk_seconds}) must be a whole number of "
-                             f"EnCodec frames (1/{FRAME_RATE} s), e.g. 8.0 = 600 frames")
-        if self.min_tail_seconds > self.chunk_seconds:
-            raise ParamError(f"params.yaml: 'tokenize.min_tail_seconds' ({self.min_tail_seconds}) must be <= "
-                             f"'tokenize.chunk_seconds' ({self.chunk_seconds})")
 
 
 def iter_pieces(entries: list[ManifestEntry], rule: ChunkRule,
@@ -63,7 +39,7 @@ def iter_pieces(entries: list[ManifestEntry], rule: ChunkRule,
 
 
 def run(params: dict, device: str = "auto", **options) -> None:
-    cfg = parse_section(TokenizeParams, params, "tokenize")
+    cfg = section(params, "tokenize")
     entries = read_manifest(RESAMPLED / "manifest.tsv")
     codec = load_codec(cfg.weights, cfg.model_id, device)
     rule = ChunkRule.from_seconds(cfg.chunk_seconds, cfg.min_tail_seconds, codec.sample_rate, codec.hop_length)

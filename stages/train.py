@@ -12,13 +12,11 @@ import shutil
 from pathlib import Path
 
 from hybridlm.atomic import atomic_dir, write_json
+from hybridlm.config import resolve_device, section
 from hybridlm.delay import DelayPattern
-from hybridlm.model import load_config
 from hybridlm.ops.gated_delta import check_backend_parity, resolve_backend
-from hybridlm.params import parse_section
 from hybridlm.training.batching import PackedRows, delayed_sequences
-from hybridlm.training.checkpoint import checkpoint_name, code_version, data_hash, provenance
-from hybridlm.training.config import TrainConfig, resolve_device, trajectory_params
+from hybridlm.training.checkpoint import checkpoint_name, code_version, data_hash, provenance, trajectory_params
 from hybridlm.training.loop import train
 from hybridlm.training.splits import SPLIT, read_split
 from hybridlm.training.store import ResumeStore, store_root
@@ -29,9 +27,9 @@ METRICS = Path("metrics/train.json")
 
 
 def run(params: dict, **options) -> None:
-    model_config = load_config(params)
-    cfg = parse_section(TrainConfig, params, "train")
-    device = resolve_device(cfg.device)
+    model_config = section(params, "model")
+    cfg = section(params, "train")
+    device = resolve_device(cfg.device, "train.device")
     if "L" in model_config.schedule:  # a broken kernel stack fails here, in a second, not after hours of NaNs
         backend = resolve_backend(model_config.gdn_backend, device)
         worst = check_backend_parity(backend, device)

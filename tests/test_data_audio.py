@@ -10,8 +10,9 @@ import pytest
 import soundfile as sf
 from data_helpers import make_lj_folder, tone
 
-from hybridlm.data.audio import (BadAudioError, ManifestEntry, ResampleParams, read_manifest, read_wav_checked,
-                                 resample_corpus, write_manifest)
+from hybridlm.config import ResampleParams
+from hybridlm.data.audio import (BadAudioError, ManifestEntry, read_manifest, read_wav_checked, resample_corpus,
+                                 write_manifest)
 from hybridlm.params import ParamError
 from hybridlm.stages import resample as resample_stage
 

@@ -14,7 +14,8 @@ from data_helpers import SHARED
 
 from hybridlm.data.chunking import ChunkRule, chunk_bounds
 from hybridlm.data.shards import SCHEMA, Chunk, read_shards, write_shard, write_shards
-from hybridlm.data.split import SplitParams, num_val_clips, val_clips
+from hybridlm.config import SplitParams
+from hybridlm.data.split import num_val_clips, val_clips
 from hybridlm.params import ParamError, parse_section
 from hybridlm.stages import split as split_stage
 

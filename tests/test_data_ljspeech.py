@@ -14,7 +14,8 @@ from data_helpers import SHARED, TRICKY_LINES, make_archive, make_lj_folder
 from hybridlm.data import ljspeech
 from hybridlm.data.ljspeech import (Source, download, parse_metadata, resolve_source, safe_extract,
                                     validate_layout)
-from hybridlm.data.synthetic import SyntheticParams, generate_corpus
+from hybridlm.config import SyntheticParams
+from hybridlm.data.synthetic import generate_corpus
 from hybridlm.params import ParamError
 from hybridlm.stages import download as download_stage
 

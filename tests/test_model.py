@@ -19,11 +19,11 @@ from hybridlm.model import (
     HybridLM,
     ModelConfig,
     codebook_cross_entropy,
-    load_config,
     no_decay_parameter_names,
     parameter_groups,
 )
-from hybridlm.params import ParamError, load_params, parse_section
+from hybridlm.config import load_params, section
+from hybridlm.params import ParamError, parse_section
 
 REPO = Path(__file__).resolve().parents[1]
 GDN_LAYER, ATTN_LAYER, EMBED_AND_HEADS = 2_074_476, 1_574_144, 6_309_888
@@ -42,7 +42,7 @@ def random_tokens(batch: int, steps: int, seed: int = 0) -> torch.Tensor:
 
 # ---------------------------------------------------------------------------------------------------- budget
 def test_default_parameter_count_is_the_reference_21_9m():
-    config = load_config(load_params(REPO / "params.yaml"))
+    config = section(load_params(REPO / "params.yaml"), "model")
     assert config == ModelConfig()  # params.yaml's model section is the reference run
     model = HybridLM(config)
     counts = model.parameter_counts()
@@ -82,9 +82,9 @@ def test_schedule_builds_the_layers_and_pure_attention_variant():
     ],
 )
 def test_config_errors_name_the_key(override, message):
-    section = {**load_params(REPO / "params.yaml")["model"], **override}
+    raw = {**load_params(REPO / "params.yaml")["model"], **override}
     with pytest.raises(ParamError, match=message):
-        parse_section(ModelConfig, {"model": section}, "model")
+        parse_section(ModelConfig, {"model": raw}, "model")
 
 
 def test_odd_head_dim_is_fine_without_attention_layers():

@@ -10,14 +10,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from hybridlm.config import TrainParams
 from hybridlm.data.shards import Chunk
 from hybridlm.delay import DelayPattern
 from hybridlm.model import HybridLM, ModelConfig
 from hybridlm.params import ParamError, parse_section
 from hybridlm.training.batching import PackedRows, delayed_sequences, eval_batches
 from hybridlm.training.checkpoint import (FORMAT, check_compatible, list_checkpoints, load_checkpoint, provenance,
-                                          save_checkpoint, select_checkpoints)
-from hybridlm.training.config import TrainConfig, trajectory_params
+                                          save_checkpoint, select_checkpoints, trajectory_params)
 from hybridlm.training.ema import EMA
 from hybridlm.training.evaluation import evaluate_sequences
 from hybridlm.training.loop import TrainingDiverged, build_model, make_optimizer, train, train_step
@@ -58,26 +58,26 @@ def test_schedule_warmup_cosine_floor():
 
 
 def test_schedule_and_trajectory_do_not_depend_on_steps():
-    short = parse_section(TrainConfig, {"train": {"steps": 1800, "save_steps": [1800]}}, "train")
-    long = parse_section(TrainConfig, {"train": {"steps": 12000, "save_steps": [1800, 7400, 12000],
+    short = parse_section(TrainParams, {"train": {"steps": 1800, "save_steps": [1800]}}, "train")
+    long = parse_section(TrainParams, {"train": {"steps": 12000, "save_steps": [1800, 7400, 12000],
                                                  "eval_every": 50}}, "train")
     model = {"d_model": 384}
     assert trajectory_params(model, short, "cpu") == trajectory_params(model, long, "cpu")
-    other_lr = parse_section(TrainConfig, {"train": {"lr": 3e-4}}, "train")
+    other_lr = parse_section(TrainParams, {"train": {"lr": 3e-4}}, "train")
     assert trajectory_params(model, other_lr, "cpu") != trajectory_params(model, short, "cpu")
     assert trajectory_params(model, short, "cuda") != trajectory_params(model, short, "cpu")
     # learning_rate takes no `steps` at all; checkpoint steps do follow train.steps:
     assert short.checkpoint_steps() == [1800] and long.checkpoint_steps() == [1800, 7400, 12000]
-    assert parse_section(TrainConfig, {"train": {"steps": 5000}}, "train").checkpoint_steps() == [1800, 5000]
+    assert parse_section(TrainParams, {"train": {"steps": 5000}}, "train").checkpoint_steps() == [1800, 5000]
 
 
 def test_train_params_are_validated():
     with pytest.raises(ParamError, match="train.decay_steps"):
-        parse_section(TrainConfig, {"train": {"warmup_steps": 500, "decay_steps": 400}}, "train")
+        parse_section(TrainParams, {"train": {"warmup_steps": 500, "decay_steps": 400}}, "train")
     with pytest.raises(ParamError, match="train.save_steps"):
-        parse_section(TrainConfig, {"train": {"save_steps": [10, 10]}}, "train")
+        parse_section(TrainParams, {"train": {"save_steps": [10, 10]}}, "train")
     with pytest.raises(ParamError, match="train.save_steps. must be >= 1"):
-        parse_section(TrainConfig, {"train": {"save_steps": [10, 0]}}, "train")
+        parse_section(TrainParams, {"train": {"save_steps": [10, 0]}}, "train")
 
 
 # -- EMA ---------------------------------------------------------------------------------------------------------
@@ -163,7 +163,7 @@ def test_tiny_model_overfits_one_batch():
     p = p[p > 0] / p.sum()
     unigram_entropy = float(-(p * p.log()).sum())  # the best loss without context: ~ln 64
     model = build_model(config, seed=0, device=CPU)
-    optimizer = make_optimizer(model, TrainConfig(lr=1e-2, weight_decay=0.0), CPU)
+    optimizer = make_optimizer(model, TrainParams(lr=1e-2, weight_decay=0.0), CPU)
     for _ in range(40):
         loss, grad_norm = train_step(model, optimizer, [batch], 1e-2, 1.0, CPU)
     assert unigram_entropy > 3.5
@@ -172,7 +172,7 @@ def test_tiny_model_overfits_one_batch():
 
 def test_weight_decay_skips_norms_gains_and_gdn_decay_params():
     model = build_model(TINY, seed=0, device=CPU)
-    optimizer = make_optimizer(model, TrainConfig(weight_decay=0.1), CPU)
+    optimizer = make_optimizer(model, TrainParams(weight_decay=0.1), CPU)
     names = {id(p): n for n, p in model.named_parameters()}
     no_decay = {names[id(p)] for g in optimizer.param_groups if g["weight_decay"] == 0.0 for p in g["params"]}
     assert {n for n in names.values() if n.endswith(("A_log", "dt_bias")) or "norm" in n} <= no_decay
@@ -181,7 +181,7 @@ def test_weight_decay_skips_norms_gains_and_gdn_decay_params():
 
 # -- resume ---------------------------------------------------------------------------------------------------------
 def _run(tmp_path, steps, store_name="store", save_steps=(3,), lr=3e-3, **extra):
-    cfg = parse_section(TrainConfig, {"train": {"steps": steps, "save_steps": list(save_steps), "batch_size": 2,
+    cfg = parse_section(TrainParams, {"train": {"steps": steps, "save_steps": list(save_steps), "batch_size": 2,
                                                 "lr": lr, "warmup_steps": 2, "decay_steps": 50, "eval_every": 2,
                                                 **extra}}, "train")
     chunks = make_chunks(6, seed=5)

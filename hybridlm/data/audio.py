@@ -22,17 +22,9 @@ import soundfile as sf
 import soxr
 from tqdm import tqdm
 
+from hybridlm.config import ResampleParams
+
 MANIFEST_HEADER = ("id", "seconds", "samples")
-
-
-@dataclass(frozen=True)
-class ResampleParams:
-    """``resample``: target rate, what the inputs must be, resampler quality, and the bad-file policy."""
-
-    sample_rate: int = field(default=24_000, metadata={"min": 8_000, "max": 192_000})
-    source_sample_rate: int = field(default=22_050, metadata={"min": 8_000, "max": 192_000})
-    quality: Literal["HQ", "VHQ"] = "VHQ"
-    on_bad_file: Literal["fail", "skip"] = "fail"
 
 
 class BadAudioError(ValueError):

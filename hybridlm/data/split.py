@@ -16,15 +16,6 @@ from dataclasses import dataclass, field
 import numpy as np
 
 
-@dataclass(frozen=True)
-class SplitParams:
-    """`split`: fraction of clips held out for validation, the seed of the draw, rows per output shard."""
-
-    val_fraction: float = field(default=0.05, metadata={"min": 0.0, "lt": 1.0})
-    seed: int = field(default=1234, metadata={"min": 0})
-    shard_chunks: int = field(default=2000, metadata={"min": 1})
-
-
 def num_val_clips(num_clips: int, val_fraction: float) -> int:
     if num_clips < 1:
         raise ValueError("cannot split an empty corpus (no clips)")

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hybridlm.params import ParamError
+from hybridlm.config import SyntheticParams
 
 SAMPLE_RATE = 22_050
 LONG_CLIP_SECONDS = 8.0  # every third clip is longer than this when max_seconds allows: chunking needs them
@@ -41,23 +41,6 @@ SENTENCES = (
     ("On the 22nd of November, 1963, at 12:30 p.m.,",
      "On the twenty-second of November, nineteen sixty-three, at twelve thirty p.m.,"),
 )
-
-
-@dataclass(frozen=True)
-class SyntheticParams:
-    """``data.synthetic``: size and shape of the generated corpus (used only when ``data.source`` is synthetic)."""
-
-    clips: int = field(default=40, metadata={"min": 1, "max": 100_000})
-    seed: int = field(default=0, metadata={"min": 0})
-    min_seconds: float = field(default=1.2, metadata={"gt": 0.0, "max": 60.0})
-    max_seconds: float = field(default=10.1, metadata={"gt": 0.0, "max": 60.0})
-
-    def __post_init__(self) -> None:
-        if self.max_seconds < self.min_seconds:
-            raise ParamError(
-                f"params.yaml: 'data.synthetic.max_seconds' ({self.max_seconds}) must be >= "
-                f"'data.synthetic.min_seconds' ({self.min_seconds})"
-            )
 
 
 def clip_id(index: int) -> str:

@@ -18,6 +18,7 @@ Layout of the dict (FORMAT = "hybridlm-checkpoint/1"):
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
 from importlib.metadata import PackageNotFoundError, version
@@ -27,6 +28,7 @@ from typing import Any
 import torch
 
 from hybridlm.atomic import atomic_path
+from hybridlm.config import TrainParams
 from hybridlm.model import HybridLM, ModelConfig
 from hybridlm.params import params_hash
 
@@ -139,7 +141,7 @@ def data_hash(split_dir: Path) -> str:
 TRAIN_CODE = (
     "stages/train.py", "hybridlm/model.py", "hybridlm/delay.py", "hybridlm/ops", "hybridlm/data/shards.py",
     "hybridlm/training/splits.py",
-    "hybridlm/training/config.py", "hybridlm/training/batching.py", "hybridlm/training/schedule.py",
+    "hybridlm/training/batching.py", "hybridlm/training/schedule.py",
     "hybridlm/training/ema.py", "hybridlm/training/checkpoint.py", "hybridlm/training/store.py",
     "hybridlm/training/evaluation.py", "hybridlm/training/loop.py",
 )
@@ -165,6 +167,17 @@ def code_version() -> str:
     except PackageNotFoundError:
         package = "unknown"
     return f"hybridlm {package} src:{digest[:16]}"
+
+
+# Train fields that only say how far to go and where to stop / log along the way: changing them continues the same run.
+TRAJECTORY_EXEMPT = ("steps", "save_steps", "eval_every", "device")
+
+
+def trajectory_params(model: dict, train: TrainParams, device_type: str) -> dict:
+    """What shapes the weights at every step: the model section, the train section minus TRAJECTORY_EXEMPT, and
+    the device type actually used (bf16 autocast on CUDA vs fp32 on CPU give different trajectories)."""
+    kept = {k: v for k, v in dataclasses.asdict(train).items() if k not in TRAJECTORY_EXEMPT}
+    return {"model": dict(model), "train": kept, "device_type": device_type}
 
 
 def provenance(trajectory_params: dict[str, Any], data_digest: str, code_version: str) -> dict[str, Any]:

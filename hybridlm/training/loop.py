@@ -26,11 +26,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from hybridlm.config import TrainParams
 from hybridlm.delay import DelayPattern
 from hybridlm.model import HybridLM, ModelConfig, codebook_cross_entropy, parameter_groups
 from hybridlm.training.batching import PackedRows
 from hybridlm.training.checkpoint import FORMAT, load_checkpoint
-from hybridlm.training.config import TrainConfig
 from hybridlm.training.ema import EMA
 from hybridlm.training.evaluation import evaluate_sequences
 from hybridlm.training.schedule import learning_rate
@@ -57,7 +57,7 @@ def build_model(config: ModelConfig, seed: int, device: torch.device) -> HybridL
     return HybridLM(config).to(device)
 
 
-def make_optimizer(model: HybridLM, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
+def make_optimizer(model: HybridLM, cfg: TrainParams, device: torch.device) -> torch.optim.AdamW:
     return torch.optim.AdamW(parameter_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
                              fused=device.type == "cuda")
 
@@ -97,7 +97,7 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def train(cfg: TrainConfig, model_config: ModelConfig, rows: PackedRows, val_sequences: Sequence[np.ndarray],
+def train(cfg: TrainParams, model_config: ModelConfig, rows: PackedRows, val_sequences: Sequence[np.ndarray],
           store: ResumeStore, provenance: dict[str, Any], codec: dict[str, Any], device: torch.device,
           log: Callable[[dict[str, float]], None] = lambda record: None) -> RunResult:
     """Bring the store up to date for ``cfg.checkpoint_steps()`` and return where the checkpoints are.
