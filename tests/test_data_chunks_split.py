@@ -145,7 +145,7 @@ def test_split_numbers_on_real_durations():
     held_out = val_clips(pieces, 0.05, seed=1234)
     assert len(held_out) == 655
     val = sum(pieces[c] for c in held_out)
-    assert (13_290 - val, val) == (12_622, 668)  # the reference run drew 12,624 / 666 (see README)
+    assert (13_290 - val, val) == (12_622, 668)  # the reference run drew 12,624 / 666 (see docs/pipeline.md)
 
 
 def write_tokens(root: Path, chunks: list[Chunk]) -> None:

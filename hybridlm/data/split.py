@@ -5,7 +5,8 @@ the validation audio into training. Why ``round(val_fraction * clips)`` clips (a
 positive): it gives 655 of LJ Speech's 13,100 clips at 5% and still a validation set on tiny demo corpora. The
 permutation is over the *sorted* clip ids, so the split depends only on the set of clips and the seed, not on
 shard order. Because whole clips move, the val *chunk* count varies with the seed (clips have 1-2 chunks): the
-reference run's 666 val chunks came from its own draw; this rule's count on the real durations is in the README.
+reference run's 666 val chunks came from its own draw; this rule's count on the real durations is in
+docs/pipeline.md.
 """
 
 from __future__ import annotations
