@@ -129,6 +129,7 @@ class TrainParams:
     eval_every: int = field(default=200, metadata={"min": 1})
     seed: int = field(default=0, metadata={"min": 0})
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["auto", "bf16", "fp32"] = "auto"  # hybridlm/training/precision.py: bf16 autocast or fp32
 
     def __post_init__(self) -> None:
         if self.decay_steps <= self.warmup_steps:
@@ -146,16 +147,19 @@ class TrainParams:
 
 @dataclass(frozen=True)
 class EvaluateParams:
-    """``evaluate``: which checkpoints, the batch size in whole chunks, the device."""
+    """``evaluate``: which checkpoints, the batch size in whole chunks, the device and precision."""
 
     batch_size: int = field(default=16, metadata={"min": 1})
     steps: list[int] = field(default_factory=list, metadata={"min": 1})  # [] = every checkpoint
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    # fp32 by default: the metrics then compare across machines and runs whatever precision each trained in.
+    precision: Literal["auto", "bf16", "fp32"] = "fp32"
 
 
 @dataclass(frozen=True)
 class RenderParams:
-    """``render``: which checkpoints, how many samples of how long, the sampling settings and seed, the device."""
+    """``render``: which checkpoints, how many samples of how long, the sampling settings and seed, the device and
+    precision."""
 
     steps: list[int] = field(default_factory=list, metadata={"min": 1})  # [] = every checkpoint
     samples: int = field(default=3, metadata={"min": 1})
@@ -164,6 +168,7 @@ class RenderParams:
     top_k: int = field(default=250, metadata={"min": 1})  # >= codebook_size = the full distribution
     seed: int = field(default=0, metadata={"min": 0})
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["auto", "bf16", "fp32"] = "auto"  # samples are random draws: bf16 noise is harmless
 
 
 # ------------------------------------------------------------------------------------------------------------ registry

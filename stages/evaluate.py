@@ -4,7 +4,8 @@ Output metrics/eval.json (DVC metrics), one entry per checkpoint plus "final" (t
 `dvc metrics diff` lines up the same step across runs:
     {"step_1800": {"step": 1800, "loss": .., "ppl": .., "targets": .., "per_codebook": {"cb0": CE, ..}},
      ..., "final": {...}}
-Deterministic: fp32, fixed chunk order, each chunk from its own BOS.
+Deterministic: fixed chunk order, each chunk from its own BOS, in `evaluate.precision` (default fp32, so that
+the numbers compare across machines whatever precision the run trained in).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from hybridlm.delay import DelayPattern
 from hybridlm.training.batching import delayed_sequences
 from hybridlm.training.checkpoint import check_compatible, data_hash, ema_model, load_checkpoint, select_checkpoints
 from hybridlm.training.evaluation import evaluate_sequences
+from hybridlm.training.precision import resolve_precision
 from hybridlm.training.splits import SPLIT, read_split
 
 CHECKPOINTS = Path("data/checkpoints")
@@ -30,6 +32,7 @@ def run(params: dict, **options) -> None:
     model_config = section(params, "model")
     cfg = section(params, "evaluate")
     device = resolve_device(cfg.device, "evaluate.device")
+    precision = resolve_precision(cfg.precision, device, "evaluate.precision")
     checkpoints = select_checkpoints(CHECKPOINTS, cfg.steps, "evaluate.steps")
     val_chunks, _ = read_split("val", model_config)
     pattern = DelayPattern(model_config.num_codebooks, model_config.codebook_size)
@@ -40,7 +43,7 @@ def run(params: dict, **options) -> None:
         state = load_checkpoint(path)
         check_compatible(state, path, dataclasses.asdict(model_config), digest)
         model = ema_model(state, model_config, device)
-        result = evaluate_sequences(model, sequences, pattern, cfg.batch_size, device)
+        result = evaluate_sequences(model, sequences, pattern, cfg.batch_size, device, precision=precision)
         results[f"step_{step}"] = {"step": step, **result.as_dict()}
         tqdm.write(f"evaluate: step {step}: EMA val loss {result.loss:.4f}, ppl {result.ppl:.2f} "
                    f"({result.targets:,} tokens)")

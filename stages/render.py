@@ -21,6 +21,7 @@ from hybridlm.config import resolve_device, section
 from hybridlm.data.codec import load_codec
 from hybridlm.training.checkpoint import check_compatible, ema_model, load_checkpoint, select_checkpoints
 from hybridlm.training.gallery import GalleryRow, write_gallery, write_spectrogram, write_wav
+from hybridlm.training.precision import autocast, resolve_precision
 
 CHECKPOINTS = Path("data/checkpoints")
 EVAL_METRICS = Path("metrics/eval.json")
@@ -42,6 +43,7 @@ def run(params: dict, **options) -> None:
     model_config = section(params, "model")
     cfg = section(params, "render")
     device = resolve_device(cfg.device, "render.device")
+    precision = resolve_precision(cfg.precision, device, "render.precision")
     checkpoints = select_checkpoints(CHECKPOINTS, cfg.steps, "render.steps")
     losses = eval_losses(EVAL_METRICS)
     codec = None
@@ -56,7 +58,8 @@ def run(params: dict, **options) -> None:
             model = ema_model(state, model_config, device)
             num_frames = max(1, round(cfg.seconds * int(meta["hybridlm.frame_rate"])))
             generator = torch.Generator(device).manual_seed(cfg.seed)
-            codes = model.generate(num_frames, cfg.samples, cfg.temperature, cfg.top_k, generator)
+            with autocast(precision, device):
+                codes = model.generate(num_frames, cfg.samples, cfg.temperature, cfg.top_k, generator)
             audio = codec.decode(codes).cpu().numpy()
             folder = tmp / f"step-{step:06d}"
             folder.mkdir()

@@ -18,6 +18,7 @@ from hybridlm.ops.gated_delta import check_backend_parity, resolve_backend
 from hybridlm.training.batching import PackedRows, delayed_sequences
 from hybridlm.training.checkpoint import checkpoint_name, code_version, data_hash, provenance, trajectory_params
 from hybridlm.training.loop import train
+from hybridlm.training.precision import resolve_precision
 from hybridlm.training.splits import SPLIT, read_split
 from hybridlm.training.store import ResumeStore, store_root
 
@@ -30,15 +31,19 @@ def run(params: dict, **options) -> None:
     model_config = section(params, "model")
     cfg = section(params, "train")
     device = resolve_device(cfg.device, "train.device")
+    precision = resolve_precision(cfg.precision, device)
     if "L" in model_config.schedule:  # a broken kernel stack fails here, in a second, not after hours of NaNs
         backend = resolve_backend(model_config.gdn_backend, device)
-        worst = check_backend_parity(backend, device)
-        print(f"train: Gated DeltaNet backend {backend} on {device.type}: matches the reference "
-              f"(max abs diff {worst:.1e} on the start-up check)")
+        worst = check_backend_parity(backend, device, bf16=precision == "bf16")
+        print(f"train: Gated DeltaNet backend {backend} on {device.type} in {precision}: matches the reference "
+              f"(max relative diff {worst:.1e} on the start-up check)")
+    else:
+        print(f"train: {precision} on {device.type}")
     train_chunks, meta = read_split("train", model_config)
     val_chunks, _ = read_split("val", model_config)
     pattern = DelayPattern(model_config.num_codebooks, model_config.codebook_size)
-    prov = provenance(trajectory_params(dataclasses.asdict(model_config), cfg, device.type), data_hash(SPLIT),
+    prov = provenance(trajectory_params(dataclasses.asdict(model_config), cfg, device.type, precision),
+                      data_hash(SPLIT),
                       code_version())
     store = ResumeStore(store_root(Path.cwd()), prov)
     rows = PackedRows(train_chunks, pattern, model_config.context, cfg.seed)

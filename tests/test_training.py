@@ -62,10 +62,10 @@ def test_schedule_and_trajectory_do_not_depend_on_steps():
     long = parse_section(TrainParams, {"train": {"steps": 12000, "save_steps": [1800, 7400, 12000],
                                                  "eval_every": 50}}, "train")
     model = {"d_model": 384}
-    assert trajectory_params(model, short, "cpu") == trajectory_params(model, long, "cpu")
+    assert trajectory_params(model, short, "cpu", "fp32") == trajectory_params(model, long, "cpu", "fp32")
     other_lr = parse_section(TrainParams, {"train": {"lr": 3e-4}}, "train")
-    assert trajectory_params(model, other_lr, "cpu") != trajectory_params(model, short, "cpu")
-    assert trajectory_params(model, short, "cuda") != trajectory_params(model, short, "cpu")
+    assert trajectory_params(model, other_lr, "cpu", "fp32") != trajectory_params(model, short, "cpu", "fp32")
+    assert trajectory_params(model, short, "cuda", "bf16") != trajectory_params(model, short, "cpu", "bf16")
     # learning_rate takes no `steps` at all; checkpoint steps do follow train.steps:
     assert short.checkpoint_steps() == [1800] and long.checkpoint_steps() == [1800, 7400, 12000]
     assert parse_section(TrainParams, {"train": {"steps": 5000}}, "train").checkpoint_steps() == [1800, 5000]
@@ -132,7 +132,7 @@ def test_evaluation_is_exp_of_token_mean_ce_and_batch_independent():
     model = build_model(TINY, seed=0, device=CPU).eval()
     chunks = make_chunks(3, seed=4)
     seqs = delayed_sequences(chunks, PATTERN)
-    result = evaluate_sequences(model, seqs, PATTERN, batch_size=2, device=CPU)
+    result = evaluate_sequences(model, seqs, PATTERN, batch_size=2, device=CPU, precision="fp32")
     sums, counts = torch.zeros(8, dtype=torch.float64), torch.zeros(8)
     with torch.no_grad():
         for seq in seqs:  # each chunk alone, from its BOS
@@ -149,7 +149,7 @@ def test_evaluation_is_exp_of_token_mean_ce_and_batch_independent():
     assert result.ppl == pytest.approx(math.exp(result.loss), rel=1e-12)
     assert result.as_dict()["ppl"] == pytest.approx(math.exp(result.as_dict()["loss"]), rel=1e-12)
     assert result.targets == sum(c.codes.size for c in chunks)
-    one = evaluate_sequences(model, seqs, PATTERN, batch_size=1, device=CPU)
+    one = evaluate_sequences(model, seqs, PATTERN, batch_size=1, device=CPU, precision="fp32")
     assert one.loss == pytest.approx(result.loss, rel=1e-5)
 
 
@@ -165,7 +165,7 @@ def test_tiny_model_overfits_one_batch():
     model = build_model(config, seed=0, device=CPU)
     optimizer = make_optimizer(model, TrainParams(lr=1e-2, weight_decay=0.0), CPU)
     for _ in range(40):
-        loss, grad_norm = train_step(model, optimizer, [batch], 1e-2, 1.0, CPU)
+        loss, grad_norm = train_step(model, optimizer, [batch], 1e-2, 1.0, CPU, precision="fp32")
     assert unigram_entropy > 3.5
     assert loss < 0.1 * unigram_entropy, (loss, unigram_entropy)
 
@@ -183,9 +183,9 @@ def test_weight_decay_skips_norms_gains_and_gdn_decay_params():
 def _run(tmp_path, steps, store_name="store", save_steps=(3,), lr=3e-3, **extra):
     cfg = parse_section(TrainParams, {"train": {"steps": steps, "save_steps": list(save_steps), "batch_size": 2,
                                                 "lr": lr, "warmup_steps": 2, "decay_steps": 50, "eval_every": 2,
-                                                **extra}}, "train")
+                                                "precision": "fp32", **extra}}, "train")
     chunks = make_chunks(6, seed=5)
-    prov = provenance(trajectory_params(TINY.__dict__, cfg, "cpu"), "data-hash", "code")
+    prov = provenance(trajectory_params(TINY.__dict__, cfg, "cpu", "fp32"), "data-hash", "code")
     store = ResumeStore(tmp_path / store_name, prov)
     records = []
     result = train(cfg, TINY, PackedRows(chunks, PATTERN, TINY.context, cfg.seed),

@@ -42,6 +42,10 @@ Every step is an identity of the recurrence, so the result equals the token loop
 Numerics
 --------
 All chunk arithmetic and the state are fp32 whatever the input dtype; the output is cast back to ``v.dtype``.
+Autocast (bf16 training) is switched off inside the torch backends (forward and backward): autocast would run
+their matmuls in bf16, i.e. the decays, the triangular solve and the state hand-off, which accumulate over the
+whole sequence, and in-place products into fp32 buffers would fail outright. fla does the same (fp32 state and
+decay, bf16 only in the dot products it can afford).
 Decay factors are only ever formed as exp of a non-positive number: exp(G_t - G_i) for t >= i (the difference is
 masked to -inf *before* the exp for t < i, so a strongly decaying chunk, g ~ -20 per token, can never overflow to
 inf and poison gradients with inf * 0), exp(G_t) and exp(G_C - G_i). Forms like k_i exp(-G_i) are never used.
@@ -58,6 +62,11 @@ import torch
 BACKENDS = ("auto", "torch_chunk", "torch_recurrent", "fla_chunk")
 DEFAULT_CHUNK_SIZE = 32  # measured on 2 CPU cores: 32 beats 64 (fewer CxC flops) and 16 (longer state loop)
 _FLA_INSTALL_HINT = "install it with `pip install hybridlm[cuda]` (flash-linear-attention, needs CUDA + Triton)"
+
+
+def _no_autocast(device: torch.device):
+    """A context in which ``device``'s autocast is off (the torch backends compute in fp32; see Numerics)."""
+    return torch.autocast(device.type, enabled=False)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -92,12 +101,13 @@ def recurrent_gated_delta_rule(
     steps = zip((q.to(f32) * scale).unbind(1), k.to(f32).unbind(1), v.to(f32).unbind(1), g.to(f32).exp().unbind(1),
                 beta.to(f32).unbind(1))
     outs = []
-    for q_t, k_t, v_t, decay_t, beta_t in steps:  # q_t, k_t: [B, H, K]; v_t: [B, H, V]; decay_t, beta_t: [B, H]
-        state = state * decay_t[..., None, None]
-        predicted = (k_t.unsqueeze(-2) @ state).squeeze(-2)  # S^T k: [B, H, V]
-        error = (v_t - predicted) * beta_t.unsqueeze(-1)
-        state = state + k_t.unsqueeze(-1) * error.unsqueeze(-2)
-        outs.append((q_t.unsqueeze(-2) @ state).squeeze(-2))
+    with _no_autocast(q.device):
+        for q_t, k_t, v_t, decay_t, beta_t in steps:  # q_t, k_t: [B, H, K]; v_t: [B, H, V]; decay_t, beta_t: [B, H]
+            state = state * decay_t[..., None, None]
+            predicted = (k_t.unsqueeze(-2) @ state).squeeze(-2)  # S^T k: [B, H, V]
+            error = (v_t - predicted) * beta_t.unsqueeze(-1)
+            state = state + k_t.unsqueeze(-1) * error.unsqueeze(-2)
+            outs.append((q_t.unsqueeze(-2) @ state).squeeze(-2))
     o = torch.stack(outs, dim=1).to(v.dtype)  # [B, T, H, V]
     return o, (state if output_final_state else None)
 
@@ -159,6 +169,16 @@ class _ChunkGatedDelta(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q, k, v, g, beta, initial_state, scale: float, chunk_size: int):
+        with _no_autocast(q.device):
+            return _ChunkGatedDelta._forward(ctx, q, k, v, g, beta, initial_state, scale, chunk_size)
+
+    @staticmethod
+    def backward(ctx, d_o, d_final):
+        with _no_autocast(d_final.device if d_o is None else d_o.device):
+            return _ChunkGatedDelta._backward(ctx, d_o, d_final)
+
+    @staticmethod
+    def _forward(ctx, q, k, v, g, beta, initial_state, scale: float, chunk_size: int):
         batch, length, heads, key_dim = k.shape
         value_dim = v.shape[-1]
         size = min(chunk_size, length)
@@ -211,7 +231,7 @@ class _ChunkGatedDelta(torch.autograd.Function):
         return _from_chunks(o, batch, heads, length, dtypes[2]), state.view(batch, heads, key_dim, value_dim)
 
     @staticmethod
-    def backward(ctx, d_o, d_final):
+    def _backward(ctx, d_o, d_final):
         (q, k, v, beta, gate, to_end, chunk_decay, decay, lower, scores, inverse, wk, q_gated, k_to_end, w_all,
          *states) = ctx.saved_tensors
         batch, heads, length, scale, dtypes, state_dtype = ctx.meta
@@ -424,17 +444,23 @@ class BackendParityError(RuntimeError):
     """A Gated DeltaNet backend disagrees with the reference (or returns NaN/inf) on the start-up self-check."""
 
 
-def check_backend_parity(backend: str, device: torch.device | str, *, atol: float | None = None) -> float:
+def check_backend_parity(backend: str, device: torch.device | str, *, atol: float | None = None,
+                         bf16: bool = False) -> float:
     """Start-up self-check: run ``backend`` and the token-loop reference on a small random input and compare.
 
     Why: a broken kernel stack (some torch/Triton/GPU combinations) returns NaNs or wrong numbers silently; a
     second of checking at start-up beats a wasted training run. Forward outputs, final state and the gradients of
-    q, k, v, g, beta are compared. Returns the largest absolute difference; raises BackendParityError on a mismatch.
-    The default tolerance is 1e-4 for the fp32 torch backends and 2e-2 for fla (its kernels use TF32/bf16 dots).
+    q, k, v, g, beta are compared, each as max |difference| / max(1, max |reference|) (gradients reach ~10 here).
+    Returns the largest such difference; raises BackendParityError on a mismatch.
+    ``bf16``: check it the way bf16 training calls it: q, k, v, beta in bf16 (as the bf16 projections deliver them),
+    under bf16 autocast; the reference gets the same rounded inputs in fp32, so only the backend's own error and
+    its bf16 output rounding remain. Default tolerance: 1e-4 for the fp32 torch backends, 2e-2 for fla (its kernels
+    use TF32/bf16 dots), 2e-2 whenever
+    ``bf16`` (values rounded to bf16's 8 significant bits: ~4e-3 relative each).
     """
     resolved = resolve_backend(backend, device)
     if atol is None:
-        atol = 2e-2 if resolved == "fla_chunk" else 1e-4
+        atol = 2e-2 if bf16 else 2e-2 if resolved == "fla_chunk" else 1e-4
     generator = torch.Generator().manual_seed(0)
     batch, length, heads, key_dim, value_dim = 2, 80, 2, 16, 32  # T not a multiple of the chunk size
 
@@ -449,25 +475,29 @@ def check_backend_parity(backend: str, device: torch.device | str, *, atol: floa
     state0 = rand(batch, heads, key_dim, value_dim) * 0.1
     probe_o = rand(batch, length, heads, value_dim)
     probe_s = rand(batch, heads, key_dim, value_dim)
+    if bf16:  # g stays fp32: the model computes the log-decay in fp32
+        q, k, v, beta = (x.to(torch.bfloat16) for x in (q, k, v, beta))
 
-    def run(impl: Callable, dev: torch.device | str) -> list[torch.Tensor]:
-        inputs = [x.to(dev).requires_grad_() for x in (q, k, v, g, beta)]
-        o, final = impl(*inputs, initial_state=state0.to(dev), output_final_state=True)
-        loss = (o.float() * probe_o.to(dev)).sum() + (final * probe_s.to(dev)).sum()
+    def run(impl: Callable, dev: torch.device | str, dtype: torch.dtype | None) -> list[torch.Tensor]:
+        inputs = [x.to(dev, dtype if dtype is not None else x.dtype).requires_grad_() for x in (q, k, v, g, beta)]
+        with torch.autocast(torch.device(dev).type, dtype=torch.bfloat16, enabled=dtype is None and bf16):
+            o, final = impl(*inputs, initial_state=state0.to(dev), output_final_state=True)
+            loss = (o.float() * probe_o.to(dev)).sum() + (final * probe_s.to(dev)).sum()
         grads = torch.autograd.grad(loss, inputs)
         return [t.detach().float().cpu() for t in (o, final, *grads)]
 
-    got = run(_IMPLEMENTATIONS[resolved], device)
-    want = run(recurrent_gated_delta_rule, "cpu")
+    got = run(_IMPLEMENTATIONS[resolved], device, None)
+    want = run(recurrent_gated_delta_rule, "cpu", torch.float32)
     names = ("output", "final_state", "grad q", "grad k", "grad v", "grad g", "grad beta")
     worst = 0.0
     for name, a, b in zip(names, got, want):
         if not torch.isfinite(a).all():
             raise BackendParityError(f"gated_delta backend {resolved!r} on {device} produced non-finite {name}; "
                                "the kernel stack is broken (try backend 'torch_chunk')")
-        err = (a - b).abs().max().item()
+        err = (a - b).abs().max().item() / max(1.0, b.abs().max().item())
         worst = max(worst, err)
         if err > atol:
             raise BackendParityError(f"gated_delta backend {resolved!r} on {device} disagrees with the reference: "
-                               f"max |diff| of {name} = {err:.3g} > {atol:g} (try backend 'torch_chunk')")
+                               f"max |diff| of {name} = {err:.3g} (relative to max(1, max |reference|)) > {atol:g} "
+                               "(try backend 'torch_chunk')")
     return worst

@@ -170,14 +170,17 @@ def code_version() -> str:
 
 
 # Train fields that only say how far to go and where to stop / log along the way: changing them continues the same run.
-TRAJECTORY_EXEMPT = ("steps", "save_steps", "eval_every", "device")
+# device and precision are exempt as *names* because trajectory_params records what they resolved to instead
+# (`auto` may mean bf16 on one machine and fp32 on another).
+TRAJECTORY_EXEMPT = ("steps", "save_steps", "eval_every", "device", "precision")
 
 
-def trajectory_params(model: dict, train: TrainParams, device_type: str) -> dict:
+def trajectory_params(model: dict, train: TrainParams, device_type: str, precision: str) -> dict:
     """What shapes the weights at every step: the model section, the train section minus TRAJECTORY_EXEMPT, and
-    the device type actually used (bf16 autocast on CUDA vs fp32 on CPU give different trajectories)."""
+    the device type and (resolved) precision actually used: bf16 and fp32, CPU and CUDA give different
+    trajectories, so a state of one must never resume the other."""
     kept = {k: v for k, v in dataclasses.asdict(train).items() if k not in TRAJECTORY_EXEMPT}
-    return {"model": dict(model), "train": kept, "device_type": device_type}
+    return {"model": dict(model), "train": kept, "device_type": device_type, "precision": precision}
 
 
 def provenance(trajectory_params: dict[str, Any], data_digest: str, code_version: str) -> dict[str, Any]:

@@ -2,7 +2,8 @@
 
 Each chunk is evaluated as its own sequence from its BOS step (no packing), so the number describes what a sample
 sees: a fresh utterance with no context. Sums of per-token losses are accumulated over the split and divided once,
-so the result does not depend on the batch size beyond float rounding. Runs in fp32 with the model in eval mode.
+so the result does not depend on the batch size beyond float rounding. Runs with the model in eval mode, in the
+given precision (the evaluate stage defaults to fp32; the loss itself is always fp32).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from torch import nn
 from hybridlm.delay import DelayPattern
 from hybridlm.model import codebook_cross_entropy
 from hybridlm.training.batching import eval_batches
+from hybridlm.training.precision import autocast
 
 
 @dataclass(frozen=True)
@@ -41,7 +43,7 @@ class EvalResult:
 
 @torch.no_grad()
 def evaluate_sequences(model: nn.Module, sequences: Sequence[np.ndarray], pattern: DelayPattern, batch_size: int,
-                       device: torch.device) -> EvalResult:
+                       device: torch.device, *, precision: str) -> EvalResult:
     """CE of ``model`` on delayed chunk sequences (see batching.delayed_sequences)."""
     if not sequences:
         raise ValueError("evaluate: the validation split has no chunks")
@@ -53,7 +55,8 @@ def evaluate_sequences(model: nn.Module, sequences: Sequence[np.ndarray], patter
         for batch in eval_batches(sequences, pattern, batch_size):
             batch = batch.to(device)
             inputs, targets = batch[..., :-1], batch[..., 1:]
-            logits = model(inputs)
+            with autocast(precision, device):
+                logits = model(inputs)
             _, per_codebook = codebook_cross_entropy(logits, targets, pattern.codebook_size)
             n = (targets < pattern.codebook_size).sum(dim=(0, 2)).cpu()
             sums += per_codebook.double().cpu() * n

@@ -12,7 +12,6 @@ What makes runs extendable and resumable (see store.py for where states live):
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import sys
@@ -33,6 +32,7 @@ from hybridlm.training.batching import PackedRows
 from hybridlm.training.checkpoint import FORMAT, load_checkpoint
 from hybridlm.training.ema import EMA
 from hybridlm.training.evaluation import evaluate_sequences
+from hybridlm.training.precision import autocast, resolve_precision
 from hybridlm.training.schedule import learning_rate
 from hybridlm.training.store import ResumeStore
 
@@ -63,27 +63,30 @@ def make_optimizer(model: HybridLM, cfg: TrainParams, device: torch.device) -> t
 
 
 def train_step(model: HybridLM, optimizer: torch.optim.Optimizer, micro_batches: Sequence[torch.Tensor],
-               lr: float, grad_clip: float, device: torch.device) -> tuple[float, float]:
+               lr: float, grad_clip: float, device: torch.device, *, precision: str) -> tuple[float, float]:
     """One optimizer update over ``micro_batches`` (rows ``[B, n_q, S]``); returns (loss, grad norm before clipping).
 
-    Non-finite loss or grad norm returns without updating, so the caller still holds the last good weights.
+    ``precision`` is resolved (``bf16`` autocast or ``fp32``, see precision.py). The loss accumulates on the device
+    and loss and grad norm come to the host together, once per step (one sync, needed anyway for the log and the
+    non-finite check). Non-finite loss or grad norm returns without updating, so the caller keeps the last good
+    weights.
     """
     for group in optimizer.param_groups:
         group["lr"] = lr
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext())
-    total = 0.0
+    total = torch.zeros((), device=device)
     for rows in micro_batches:
         rows = rows.to(device, non_blocking=True)
-        with autocast:
+        with autocast(precision, device):
             logits = model(rows[..., :-1])
         loss, _ = codebook_cross_entropy(logits.float(), rows[..., 1:], model.config.codebook_size)
         (loss / len(micro_batches)).backward()
-        total += loss.item() / len(micro_batches)
-    grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip))
-    if math.isfinite(total) and math.isfinite(grad_norm):
+        total += loss.detach() / len(micro_batches)
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    loss_value, norm_value = torch.stack([total, grad_norm.to(total.dtype)]).tolist()
+    if math.isfinite(loss_value) and math.isfinite(norm_value):
         optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    return total, grad_norm
+    return loss_value, norm_value
 
 
 def _rng_state() -> dict[str, Any]:
@@ -116,6 +119,7 @@ def train(cfg: TrainParams, model_config: ModelConfig, rows: PackedRows, val_seq
         return RunResult(cfg.steps, cfg.steps, {t: existing[t] for t in targets}, history, None)
 
     pattern = DelayPattern(model_config.num_codebooks, model_config.codebook_size)
+    precision = resolve_precision(cfg.precision, device)
     rows_per_step = cfg.batch_size * cfg.grad_accum
     model = build_model(model_config, cfg.seed, device)
     ema_model = build_model(model_config, cfg.seed, device)
@@ -163,7 +167,7 @@ def train(cfg: TrainParams, model_config: ModelConfig, rows: PackedRows, val_seq
                            min_lr_ratio=cfg.min_lr_ratio)
         first = step * rows_per_step
         micro = [rows.rows(first + i * cfg.batch_size, cfg.batch_size) for i in range(cfg.grad_accum)]
-        loss, grad_norm = train_step(model, optimizer, micro, lr, cfg.grad_clip, device)
+        loss, grad_norm = train_step(model, optimizer, micro, lr, cfg.grad_clip, device, precision=precision)
         if not (math.isfinite(loss) and math.isfinite(grad_norm)):
             bar.close()
             store.save_resume(snapshot())
@@ -181,7 +185,8 @@ def train(cfg: TrainParams, model_config: ModelConfig, rows: PackedRows, val_seq
                   "train/tokens_per_second": speed}
         if step % cfg.eval_every == 0 or step in targets:
             ema_model.load_state_dict(ema.averaged_state_dict(model))
-            result = evaluate_sequences(ema_model, val_sequences, pattern, EVAL_BATCH_SIZE, device)
+            # fp32 whatever the training precision: val/ema_loss then matches the evaluate stage's default.
+            result = evaluate_sequences(ema_model, val_sequences, pattern, EVAL_BATCH_SIZE, device, precision="fp32")
             record.update({"val/ema_loss": result.loss, "val/ema_ppl": result.ppl})
         history.append(record)
         log(record)
