@@ -55,10 +55,12 @@ def resample(
 @app.command()
 def tokenize(
     params: Path = PARAMS,
-    device: str = typer.Option("auto", help="auto | cpu | cuda. Does not change the codes beyond float noise."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:K. CPU and GPU codes differ by float noise."),
+    workers: int = typer.Option(0, help="Parallel processes (0 = one per CPU core, or per GPU on CUDA). Does not "
+                                        "change the output."),
 ) -> None:
     """EnCodec-tokenize 8 s chunks into zstd Parquet shards under data/tokens."""
-    _run("tokenize", params, device=device)
+    _run("tokenize", params, device=device, workers=workers)
 
 
 @app.command()

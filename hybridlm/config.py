@@ -78,14 +78,14 @@ class ResampleParams:
 
 @dataclass(frozen=True)
 class TokenizeParams:
-    """``tokenize``: codec weights and bandwidth, the chunk rule, batch and shard sizes."""
+    """``tokenize``: codec weights and bandwidth, the chunk rule, shard size. No batch size: chunks are encoded one
+    at a time so that their codes cannot depend on it (hybridlm.data.codec.encode_pieces says why)."""
 
     weights: Literal["pretrained", "random"] = "pretrained"
     model_id: str = "facebook/encodec_24khz"
     bandwidth: float = field(default=6.0, metadata={"choices": [1.5, 3.0, 6.0, 12.0, 24.0]})
     chunk_seconds: float = field(default=8.0, metadata={"gt": 0.0})
     min_tail_seconds: float = field(default=2.0, metadata={"min": 0.0})
-    batch_size: int = field(default=16, metadata={"min": 1})
     shard_chunks: int = field(default=2000, metadata={"min": 1})
 
     def __post_init__(self) -> None:

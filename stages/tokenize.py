@@ -1,7 +1,8 @@
 """`tokenize` stage: data/resampled -> data/tokens/shard-*.parquet (EnCodec codes of 8 s chunks), metrics/tokenize.json.
 
-Reads the `tokenize` section. Clips are cut by the chunk rule (hybridlm.data.chunking) in codec frames, encoded in
-batches on the chosen device, and written as zstd Parquet shards whose metadata records codec, weights, bandwidth
+Reads the `tokenize` section. Clips are cut by the chunk rule (hybridlm.data.chunking) in codec frames, encoded one
+chunk at a time by `--workers` processes on the chosen device(s) (hybridlm.data.encoding: the shards are the same
+bytes for any worker count), and written as zstd Parquet shards whose metadata records codec, weights, bandwidth
 and the params hash (hybridlm.data.shards).
 """
 
@@ -11,14 +12,14 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 from tqdm import tqdm
 
 from hybridlm.atomic import atomic_dir, write_json
 from hybridlm.config import section
-from hybridlm.data.audio import ManifestEntry, read_flac, read_manifest
+from hybridlm.data.audio import read_manifest
 from hybridlm.data.chunking import ChunkRule, chunk_bounds
-from hybridlm.data.codec import encode_pieces, load_codec
+from hybridlm.data.codec import load_codec, resolve_device
+from hybridlm.data.encoding import encode_clips, worker_devices
 from hybridlm.data.shards import Chunk, write_shards
 from hybridlm.params import params_hash
 
@@ -27,20 +28,10 @@ OUT = Path("data/tokens")
 METRICS = Path("metrics/tokenize.json")
 
 
-def iter_pieces(entries: list[ManifestEntry], rule: ChunkRule,
-                sample_rate: int) -> Iterator[tuple[str, int, np.ndarray]]:
-    """(clip id, chunk index, samples) for every chunk of every clip, reading one FLAC at a time."""
-    for entry in entries:
-        wav = read_flac(RESAMPLED / "wavs" / f"{entry.id}.flac", sample_rate)
-        if len(wav) != entry.samples:
-            raise ValueError(f"{RESAMPLED}/wavs/{entry.id}.flac: {len(wav)} samples, manifest says {entry.samples}")
-        for index, (start, end) in enumerate(chunk_bounds(entry.samples, rule)):
-            yield entry.id, index, wav[start * rule.hop: end * rule.hop]
-
-
-def run(params: dict, device: str = "auto", **options) -> None:
+def run(params: dict, device: str = "auto", workers: int = 0, **options) -> None:
     cfg = section(params, "tokenize")
     entries = read_manifest(RESAMPLED / "manifest.tsv")
+    devices = worker_devices(resolve_device(device), workers)[: len(entries)]  # a bad --workers fails here
     codec = load_codec(cfg.weights, cfg.model_id, device)
     rule = ChunkRule.from_seconds(cfg.chunk_seconds, cfg.min_tail_seconds, codec.sample_rate, codec.hop_length)
     total = sum(len(chunk_bounds(e.samples, rule)) for e in entries)
@@ -54,8 +45,8 @@ def run(params: dict, device: str = "auto", **options) -> None:
     with atomic_dir(OUT) as tmp, tqdm(total=total, unit=" chunks", desc=f"tokenize ({codec.device})") as bar:
         def chunks() -> Iterator[Chunk]:
             nonlocal frames
-            pieces = iter_pieces(entries, rule, codec.sample_rate)
-            for clip_id, index, codes in encode_pieces(codec, pieces, cfg.bandwidth, cfg.batch_size):
+            for clip_id, index, codes in encode_clips(codec, entries, RESAMPLED / "wavs", rule, cfg.bandwidth,
+                                                      devices):
                 frames += codes.shape[1]
                 bar.update(1)
                 yield Chunk(clip_id, index, codes)
@@ -66,7 +57,8 @@ def run(params: dict, device: str = "auto", **options) -> None:
     write_json(METRICS, {
         "clips": len(entries), "chunks": total, "frames": frames, "shards": shards,
         "audio_hours": round(audio_seconds / 3600, 6), "weights": cfg.weights, "device": str(codec.device),
+        "workers": len(devices),
         "wall_seconds": round(wall, 3), "realtime_factor": round(audio_seconds / wall, 2),
     })
     print(f"tokenize: {len(entries)} clips -> {total} chunks, {frames} frames in {shards} shard(s) -> {OUT} "
-          f"({audio_seconds / wall:.1f}x real time on {codec.device}, {cfg.weights} weights)")
+          f"({audio_seconds / wall:.1f}x real time on {codec.device} with {len(devices)} worker(s), {cfg.weights} weights)")

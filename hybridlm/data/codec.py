@@ -18,8 +18,11 @@ Shapes checked against transformers 5.23: ``encode(x [B, 1, S], bandwidth=6.0).a
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import Literal
 
+import numpy as np
 import torch
 
 RANDOM_SEED = 20_240_624  # fixed: the random codec must be identical in tokenize and render
@@ -89,9 +92,10 @@ class Codec:
         return out.audio_values[:, 0, : codes.shape[-1] * self.hop_length].float()
 
 
-def load_codec(weights: Literal["pretrained", "random"], model_id: str, device: str | torch.device = "auto") -> Codec:
+def load_codec(weights: Literal["pretrained", "random"], model_id: str, device: str | torch.device = "auto",
+               warn: bool = True) -> Codec:
     """Load the pretrained model (``from_pretrained(model_id)``: needs internet or the HF cache) or build the seeded
-    random one (prints a loud warning)."""
+    random one (prints a loud warning unless ``warn`` is False: tokenize workers leave it to their parent)."""
     from transformers import EncodecConfig, EncodecModel
 
     dev = device if isinstance(device, torch.device) else resolve_device(device)
@@ -108,7 +112,8 @@ def load_codec(weights: Literal["pretrained", "random"], model_id: str, device: 
         return Codec(model, "pretrained", model_id, dev)
     if weights != "random":
         raise ValueError(f"tokenize.weights must be 'pretrained' or 'random', got {weights!r}")
-    print(WARNING, file=sys.stderr, flush=True)
+    if warn:
+        print(WARNING, file=sys.stderr, flush=True)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(RANDOM_SEED)
         model = EncodecModel(EncodecConfig()).eval()
@@ -140,32 +145,47 @@ def _seed_codebooks(model) -> None:
         residual = residual - codebook.decode(codebook.encode(residual[None]))[0]
 
 
-def encode_pieces(codec: Codec, pieces, bandwidth: float, batch_size: int):
-    """Encode an iterable of ``(clip_id, chunk_index, wav float32 [samples])`` in batches of ``batch_size``; yield
-    ``(clip_id, chunk_index, codes uint16 numpy [n_q, ceil(samples / hop)])`` in input order.
+@contextmanager
+def deterministic_kernels() -> Iterator[None]:
+    """One intra-op thread and deterministic cuDNN while inside: what makes a chunk's codes reproducible.
 
-    Each piece is zero-padded to whole hops first, then the batch to its longest piece; codes are trimmed back to
-    each piece's own frame count. The encoder is causal, so padding after a piece does not change its frames
-    (beyond float noise that can flip a near-tie code).
+    Why: a conv or LSTM sums in an order that depends on how the work is split: across threads on a CPU, across
+    algorithms on cuDNN. Measured on the random codec (docs/_drafts/ddp.md), encoding the same chunks with 1 vs 2
+    threads changed 141 of 24,432 codes; repeating with the same setting changed none. The thread count is
+    restored on exit so a caller's own work is not slowed.
     """
-    import numpy as np
+    threads = torch.get_num_threads()
+    cudnn = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    torch.set_num_threads(1)
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = cudnn
 
-    def flush(batch):
-        frames = [-(-len(w) // codec.hop_length) for _, _, w in batch]
-        wav = torch.zeros(len(batch), 1, max(frames) * codec.hop_length)
-        for row, (_, _, w) in enumerate(batch):
-            wav[row, 0, : len(w)] = torch.from_numpy(np.asarray(w, dtype=np.float32))
-        codes = codec.encode(wav, bandwidth).cpu()
-        if int(codes.max()) >= codec.codebook_size or int(codes.min()) < 0:
-            raise ValueError(f"codec produced codes outside [0, {codec.codebook_size})")
-        for row, (clip_id, index, _) in enumerate(batch):
-            yield clip_id, index, codes[row, :, : frames[row]].numpy().astype(np.uint16)
 
-    batch = []
-    for piece in pieces:
-        batch.append(piece)
-        if len(batch) == batch_size:
-            yield from flush(batch)
-            batch = []
-    if batch:
-        yield from flush(batch)
+def encode_pieces(codec: Codec, pieces: Iterable[tuple[str, int, np.ndarray]],
+                  bandwidth: float) -> Iterator[tuple[str, int, np.ndarray]]:
+    """Encode ``(clip_id, chunk_index, wav float32 [samples])`` one piece at a time under
+    :func:`deterministic_kernels`; yield ``(clip_id, chunk_index, codes uint16 numpy [n_q, ceil(samples / hop)])``
+    in input order.
+
+    Why one at a time: a piece's codes must not depend on what it is encoded with. Batched, they do: 86 of 24,432
+    codes differed between batch 1 and batch 4 on 7 clips. Not because padding leaks (zero-padding a piece alone to
+    the batch width left the encoder output bit-identical: the 24 kHz encoder is causal), but because the batched
+    conv/LSTM kernels sum in another order (encoder outputs differ by ~7e-8), and the residual quantizer turns a
+    near-tie into another code, which changes the residual of every later codebook. Parallelism comes from
+    processes instead (hybridlm.data.encoding). Each piece is zero-padded to whole hops; the codes keep every frame.
+    """
+    with deterministic_kernels():
+        for clip_id, index, samples in pieces:
+            frames = -(-len(samples) // codec.hop_length)
+            wav = torch.zeros(1, 1, frames * codec.hop_length)
+            wav[0, 0, : len(samples)] = torch.from_numpy(np.asarray(samples, dtype=np.float32))
+            codes = codec.encode(wav, bandwidth)[0].cpu()
+            if codes.shape[-1] != frames:
+                raise ValueError(f"codec returned {codes.shape[-1]} frames for {frames} hops of {clip_id}#{index}")
+            if int(codes.max()) >= codec.codebook_size or int(codes.min()) < 0:
+                raise ValueError(f"codec produced codes outside [0, {codec.codebook_size})")
+            yield clip_id, index, codes.numpy().astype(np.uint16)
