@@ -45,6 +45,26 @@ def test_encode_decode_shapes_and_code_spread(codec):
         codec.encode(wav[:, 0], 6.0)
 
 
+def rms(x: torch.Tensor) -> float:
+    return float(x.pow(2).mean().sqrt())
+
+
+def test_random_codec_decodes_different_codes_to_different_audio(codec):
+    # Before calibration, decodes of any two code sequences differed by under 1e-5 RMS at about 0.07 RMS: a render
+    # reusing one code sequence for every sample would have gone unnoticed. Now two different sequences decode to
+    # audio about as different as two unrelated signals (difference RMS ~ sqrt(2) x signal RMS); we require more
+    # than half the signal RMS.
+    wav = torch.from_numpy(np.stack([speech(1.0, 1), speech(1.0, 2)]))[:, None]
+    encoded = codec.encode(wav, 6.0)
+    random_codes = torch.randint(0, 1024, (1, 8, 75), generator=torch.Generator().manual_seed(3))
+    audio = codec.decode(torch.cat([encoded, random_codes, torch.zeros_like(random_codes)]))
+    for i in range(4):
+        assert 0.03 < rms(audio[i]) < 0.3
+        for j in range(i):
+            assert rms(audio[i] - audio[j]) > 0.5 * max(rms(audio[i]), rms(audio[j])), (i, j)
+    assert torch.allclose(codec.decode(encoded[:1]), audio[:1], atol=1e-4)  # batching does not mix samples
+
+
 def test_encode_pieces_trim_and_do_not_depend_on_neighbours(codec):
     pieces = [("a", 0, speech(0.5, 3)), ("a", 1, speech(0.21, 4)), ("b", 0, speech(0.7, 5))]
     out = list(encode_pieces(codec, pieces, 6.0))

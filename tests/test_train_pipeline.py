@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import soundfile as sf
 import torch
@@ -85,11 +86,17 @@ def test_render_writes_wavs_spectrograms_and_gallery(workspace):
     evals = json.loads((workspace / "metrics/eval.json").read_text())
     page = (samples / "index.html").read_text()
     for step in (4, 8):
+        audios = []
         for k in range(2):
             audio, rate = sf.read(samples / f"step-{step:06d}/sample-{k}.wav")
             assert rate == 24000 and len(audio) == SECONDS_FRAMES * 320
+            audios.append(audio)
             assert (samples / f"step-{step:06d}/sample-{k}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
             assert f'src="step-{step:06d}/sample-{k}.wav"' in page
+        # different samples render to clearly different audio (even with the random codec): difference RMS over
+        # half the signal RMS, so a render reusing one code sequence for every sample fails here
+        rms = [float(np.sqrt(np.mean(a ** 2))) for a in (*audios, audios[0] - audios[1])]
+        assert rms[2] > 0.5 * max(rms[:2]), rms
         assert f"step {step}<br>" in page and f"EMA val loss {evals[f'step_{step}']['loss']:.4f}" in page
     assert page.count("<audio") == 4 and page.count("<img") == 4
 

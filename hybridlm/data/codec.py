@@ -7,8 +7,11 @@ Why a "random" option: the pretrained weights need internet. For offline tests a
 from the default config with random weights. transformers initialises the RVQ codebooks to *zeros* (they are
 meant to be loaded), which would map every frame to code 0; so the random codec also fills each codebook level
 with residual vectors of a fixed calibration signal (a data-driven init with no iterations, as k-means++ seeds
-codebooks), giving diverse codes. Everything is seeded, so tokenize and render build the same random codec. It is
-not a real codec: audio decoded from it is noise-like. A loud warning is printed and shards record it.
+codebooks), giving diverse codes. Its random decoder is calibrated too (``_calibrate_decoder``): as initialised,
+its biases swamp the small code embeddings, so every code sequence decoded to nearly the same audio and a render
+bug (one code sequence reused for every sample) could not be heard or measured. Everything is seeded, so tokenize
+and render build the same random codec. It is not a real codec: audio decoded from it is noise-like. A loud
+warning is printed and shards record it.
 
 Shapes checked against transformers 5.23: ``encode(x [B, 1, S], bandwidth=6.0).audio_codes`` is
 ``[1, B, 8, ceil(S / 320)]`` for the 24 kHz model (no chunking: ``chunk_length_s`` is None), and
@@ -118,6 +121,7 @@ def load_codec(weights: Literal["pretrained", "random"], model_id: str, device: 
         torch.manual_seed(RANDOM_SEED)
         model = EncodecModel(EncodecConfig()).eval()
         _seed_codebooks(model)
+        _calibrate_decoder(model)
     return Codec(model, "random", model_id, dev)
 
 
@@ -143,6 +147,46 @@ def _seed_codebooks(model) -> None:
         codebook.embed.copy_(embed)
         codebook.embed_avg.copy_(embed)
         residual = residual - codebook.decode(codebook.encode(residual[None]))[0]
+
+
+DECODED_RMS = 0.1  # level of the random codec's decoded audio: clearly audible, rarely clipped
+
+
+@torch.inference_mode()
+def _calibrate_decoder(model) -> None:
+    """Rescale the random decoder's convolutions, in forward order, so each one's output is centred per channel and
+    has unit spread (the last: ``DECODED_RMS``) on a batch of random code sequences; an LSUV-style init.
+
+    Why: all codebook vectors are residuals of one calibration signal, so they share a large common part and differ
+    by a small one; with PyTorch's random biases on top, the decoded audio hardly depended on the codes (the decodes
+    of all-zero and of random codes differed by under 1e-5 RMS). Centring removes what every code sequence shares
+    and the scaling amplifies what differs, so different codes decode to clearly different audio. Only the decoder
+    changes: the encoder and codebooks, hence the tokens, are untouched. A generator of its own keeps it
+    deterministic and leaves the global RNG alone. Conv layers are linear, so each layer's new output is computed
+    from its old one inside the hook, and one forward pass calibrates them all.
+    """
+    from transformers.models.encodec.modeling_encodec import EncodecConv1d, EncodecConvTranspose1d
+
+    generator = torch.Generator().manual_seed(RANDOM_SEED)
+    codes = torch.randint(0, model.config.codebook_size, (len(model.quantizer.layers), 2, 25), generator=generator)
+    convs = [m for m in model.decoder.modules() if isinstance(m, (EncodecConv1d, EncodecConvTranspose1d))]
+
+    def rescale(module, inputs, out):
+        conv = module.conv
+        out = out - conv.bias.view(1, -1, 1)  # the weight's part only
+        mean = out.mean(dim=(0, 2), keepdim=True)
+        gain = (DECODED_RMS if module is convs[-1] else 1.0) / (out - mean).std()
+        conv.parametrizations.weight.original0.mul_(gain)  # weight norm: the magnitude g scales the weight
+        conv.bias.copy_(-mean.flatten() * gain)
+        return (out - mean) * gain
+
+    hooks = [conv.register_forward_hook(rescale) for conv in convs]
+    try:
+        with deterministic_kernels():  # the gains must not depend on the machine's thread count
+            model.decoder(model.quantizer.decode(codes))
+    finally:
+        for hook in hooks:
+            hook.remove()
 
 
 @contextmanager
