@@ -40,8 +40,9 @@ class SyntheticParams:
 
     clips: int = field(default=40, metadata={"min": 1, "max": 100_000})
     seed: int = field(default=0, metadata={"min": 0})
-    min_seconds: float = field(default=1.2, metadata={"gt": 0.0, "max": 60.0})
-    max_seconds: float = field(default=10.1, metadata={"gt": 0.0, "max": 60.0})
+    # >= 0.5 s: room for the leading silence and a word of the text-driven audio (hybridlm/data/synthetic.py)
+    min_seconds: float = field(default=1.2, metadata={"min": 0.5, "max": 60.0})
+    max_seconds: float = field(default=10.1, metadata={"min": 0.5, "max": 60.0})
 
     def __post_init__(self) -> None:
         if self.max_seconds < self.min_seconds:
