@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from hybridlm.data.codec import encode_pieces, load_codec
-from hybridlm.data.synthetic import speech_like
+from hybridlm.data.synthetic import FRAME_RATE, synthesize, transcript
 
 
 @pytest.fixture(scope="module")
@@ -16,7 +16,9 @@ def codec():
 
 
 def speech(seconds: float, seed: int) -> np.ndarray:
-    return speech_like(round(seconds * 24_000), np.random.default_rng(seed), 24_000).astype(np.float32)
+    """The first ``seconds`` of a 3 s synthetic-corpus clip (random words) at 24 kHz."""
+    _, text = transcript(seed, 3 * FRAME_RATE, np.random.default_rng(seed))
+    return synthesize(text, 3 * FRAME_RATE, 24_000).samples[: round(seconds * 24_000)].astype(np.float32)
 
 
 def test_random_codec_is_seeded_and_loud(codec, capsys):

@@ -7,6 +7,7 @@ bandwidth and params made it, so training can refuse to mix incompatible shards.
 Schema (one row per chunk):
     clip_id: string, chunk_index: int32, num_frames: int32,
     codes: list<uint16>  -- the [num_codebooks, num_frames] code matrix flattened row-major
+    text: string         -- only in sentence shards (data/sentences/): the clip's normalised transcript
 File metadata: ``hybridlm.<key>`` -> JSON value, keys codec, weights, bandwidth, num_codebooks, codebook_size,
 frame_rate, sample_rate, params_hash (and split in data/split/).
 """
@@ -31,6 +32,7 @@ SCHEMA = pa.schema([
     ("num_frames", pa.int32()),
     ("codes", pa.list_(pa.uint16())),
 ])
+TEXT_SCHEMA = SCHEMA.append(pa.field("text", pa.string()))
 META_PREFIX = "hybridlm."
 REQUIRED_META = ("codec", "weights", "bandwidth", "num_codebooks", "codebook_size", "frame_rate", "sample_rate",
                  "params_hash")
@@ -41,6 +43,7 @@ class Chunk:
     clip_id: str
     chunk_index: int
     codes: np.ndarray  # uint16 [n_q, T]
+    text: str | None = None  # normalised transcript: sentence shards only
 
     @property
     def num_frames(self) -> int:
@@ -61,14 +64,20 @@ def write_shard(path: Path, chunks: list[Chunk], metadata: dict[str, Any]) -> No
         if chunk.codes.dtype != np.uint16 or chunk.codes.ndim != 2 or chunk.codes.shape[0] != n_q:
             raise ValueError(f"{path}: chunk {chunk.clip_id}#{chunk.chunk_index} codes must be uint16 "
                              f"[{n_q}, T], got {chunk.codes.dtype} {chunk.codes.shape}")
+    with_text = [c.text is not None for c in chunks]
+    if any(with_text) and not all(with_text):
+        raise ValueError(f"{path}: either every row has a text or none has")
     flat = np.concatenate([c.codes.reshape(-1) for c in chunks]) if chunks else np.zeros(0, np.uint16)
     offsets = np.cumsum([0] + [c.codes.size for c in chunks]).astype(np.int32)
-    table = pa.table({
+    columns = {
         "clip_id": pa.array([c.clip_id for c in chunks], pa.string()),
         "chunk_index": pa.array([c.chunk_index for c in chunks], pa.int32()),
         "num_frames": pa.array([c.num_frames for c in chunks], pa.int32()),
         "codes": pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat, pa.uint16())),
-    }, schema=SCHEMA)
+    }
+    if chunks and all(with_text):
+        columns["text"] = pa.array([c.text for c in chunks], pa.string())
+    table = pa.table(columns, schema=TEXT_SCHEMA if "text" in columns else SCHEMA)
     table = table.replace_schema_metadata(
         {f"{META_PREFIX}{k}".encode(): json.dumps(v).encode() for k, v in sorted(metadata.items())})
     with atomic_path(path) as tmp:
@@ -123,19 +132,21 @@ def iter_shard(file: Path) -> Iterator[Chunk]:
         table = pq.read_table(file)
     except (pa.ArrowException, OSError) as exc:
         raise ValueError(f"{file}: not a readable Parquet shard ({exc})") from exc
-    if not table.schema.remove_metadata().equals(SCHEMA):
-        raise ValueError(f"{file}: schema {table.schema.remove_metadata()} differs from the token shard schema")
+    schema = table.schema.remove_metadata()
+    if not (schema.equals(SCHEMA) or schema.equals(TEXT_SCHEMA)):
+        raise ValueError(f"{file}: schema {schema} differs from the token shard schema (with or without text)")
+    texts = table.column("text").to_pylist() if "text" in schema.names else [None] * table.num_rows
     codes = table.column("codes").combine_chunks()
     flat = codes.values.to_numpy(zero_copy_only=False)
     offsets = codes.offsets.to_numpy()
-    for row, (clip_id, index, frames) in enumerate(zip(table.column("clip_id").to_pylist(),
-                                                       table.column("chunk_index").to_pylist(),
-                                                       table.column("num_frames").to_pylist())):
+    for row, (clip_id, index, frames, text) in enumerate(zip(table.column("clip_id").to_pylist(),
+                                                             table.column("chunk_index").to_pylist(),
+                                                             table.column("num_frames").to_pylist(), texts)):
         values = flat[offsets[row]:offsets[row + 1]]
         if values.size != n_q * frames:
             raise ValueError(f"{file}: row {row} ({clip_id}#{index}) has {values.size} codes, "
                              f"expected {n_q} x {frames}")
-        yield Chunk(clip_id, index, values.reshape(n_q, frames).copy())
+        yield Chunk(clip_id, index, values.reshape(n_q, frames).copy(), text)
 
 
 def read_shards(path: Path) -> tuple[list[Chunk], dict[str, Any]]:

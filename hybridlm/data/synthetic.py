@@ -28,7 +28,7 @@ Cheap (numpy, no models) and byte-identical for the same parameters: each clip i
 from __future__ import annotations
 
 import wave
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
