@@ -13,7 +13,7 @@ import pytest
 from data_helpers import SHARED
 
 from hybridlm.data.chunking import ChunkRule, chunk_bounds
-from hybridlm.data.shards import SCHEMA, Chunk, read_shards, write_shard, write_shards
+from hybridlm.data.shards import SCHEMA, TEXT_SCHEMA, Chunk, read_shards, write_shard, write_shards
 from hybridlm.config import SplitParams
 from hybridlm.data.split import num_val_clips, val_clips
 from hybridlm.params import ParamError, parse_section
@@ -97,6 +97,22 @@ def test_shard_roundtrip_schema_and_metadata(tmp_path):
     assert first["codes"] == chunks[0].codes.reshape(-1).tolist()  # row-major [n_q, T]
     single, _ = read_shards(files[1])
     assert len(single) == 3
+
+
+def test_sentence_shards_carry_a_text_column(tmp_path):
+    chunks = make_chunks(3, 3)
+    for chunk, text in zip(chunks, ["a b.", 'he said "é"', ""]):
+        chunk.text = text
+    write_shards(tmp_path / "s", chunks, META, shard_chunks=2)
+    assert pq.read_schema(tmp_path / "s" / "shard-00000.parquet").remove_metadata().equals(TEXT_SCHEMA)
+    back, _ = read_shards(tmp_path / "s")
+    assert [c.text for c in back] == ["a b.", 'he said "é"', ""]
+    assert all(np.array_equal(a.codes, b.codes) for a, b in zip(back, chunks))
+    write_shards(tmp_path / "t", make_chunks(2, 2), META, shard_chunks=5)
+    assert [c.text for c in read_shards(tmp_path / "t")[0]] == [None, None]  # token shards have no text
+    chunks[1].text = None
+    with pytest.raises(ValueError, match="either every row has a text or none"):
+        write_shard(tmp_path / "x.parquet", chunks, META)
 
 
 def test_shard_errors_name_the_path(tmp_path):
