@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hybridlm.data.synthetic import write_wav_int16
+from hybridlm.data.synthetic import FRAME_RATE, synthesize, transcript, write_wav_int16
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 
@@ -23,6 +23,13 @@ TRICKY_LINES = [
 def tone(seconds: float, rate: int = 22_050, freq: float = 220.0) -> np.ndarray:
     t = np.arange(round(seconds * rate)) / rate
     return 0.3 * np.sin(2 * np.pi * freq * t)
+
+
+def corpus_speech(seconds: float, seed: int, rate: int = 24_000) -> np.ndarray:
+    """``seconds`` of the synthetic corpus' audio (random words read by hybridlm.data.synthetic), float32."""
+    frames = max(FRAME_RATE, -(-round(seconds * rate) * FRAME_RATE // rate))
+    _, text = transcript(seed, frames, np.random.default_rng(seed))
+    return synthesize(text, frames, rate).samples[: round(seconds * rate)].astype(np.float32)
 
 
 def make_lj_folder(root: Path, seconds: list[float] | None = None, lines: list[str] | None = None) -> Path:

@@ -5,20 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from data_helpers import corpus_speech
 
 from hybridlm.data.codec import encode_pieces, load_codec
-from hybridlm.data.synthetic import FRAME_RATE, synthesize, transcript
 
 
 @pytest.fixture(scope="module")
 def codec():
     return load_codec("random", "facebook/encodec_24khz", "cpu")
-
-
-def speech(seconds: float, seed: int) -> np.ndarray:
-    """The first ``seconds`` of a 3 s synthetic-corpus clip (random words) at 24 kHz."""
-    _, text = transcript(seed, 3 * FRAME_RATE, np.random.default_rng(seed))
-    return synthesize(text, 3 * FRAME_RATE, 24_000).samples[: round(seconds * 24_000)].astype(np.float32)
 
 
 def test_random_codec_is_seeded_and_loud(codec, capsys):
@@ -33,7 +27,7 @@ def test_random_codec_is_seeded_and_loud(codec, capsys):
 
 
 def test_encode_decode_shapes_and_code_spread(codec):
-    wav = torch.from_numpy(np.stack([speech(1.0, 1), speech(1.0, 2)]))[:, None, :24_000 - 5]
+    wav = torch.from_numpy(np.stack([corpus_speech(1.0, 1), corpus_speech(1.0, 2)]))[:, None, :24_000 - 5]
     codes = codec.encode(wav, 6.0)
     assert codes.dtype == torch.long and codes.shape == (2, 8, 75)  # ceil(23,995 / 320)
     assert 0 <= int(codes.min()) and int(codes.max()) < 1024
@@ -56,7 +50,7 @@ def test_random_codec_decodes_different_codes_to_different_audio(codec):
     # reusing one code sequence for every sample would have gone unnoticed. Now two different sequences decode to
     # audio about as different as two unrelated signals (difference RMS ~ sqrt(2) x signal RMS); we require more
     # than half the signal RMS.
-    wav = torch.from_numpy(np.stack([speech(1.0, 1), speech(1.0, 2)]))[:, None]
+    wav = torch.from_numpy(np.stack([corpus_speech(1.0, 1), corpus_speech(1.0, 2)]))[:, None]
     encoded = codec.encode(wav, 6.0)
     random_codes = torch.randint(0, 1024, (1, 8, 75), generator=torch.Generator().manual_seed(3))
     audio = codec.decode(torch.cat([encoded, random_codes, torch.zeros_like(random_codes)]))
@@ -68,7 +62,7 @@ def test_random_codec_decodes_different_codes_to_different_audio(codec):
 
 
 def test_encode_pieces_trim_and_do_not_depend_on_neighbours(codec):
-    pieces = [("a", 0, speech(0.5, 3)), ("a", 1, speech(0.21, 4)), ("b", 0, speech(0.7, 5))]
+    pieces = [("a", 0, corpus_speech(0.5, 3)), ("a", 1, corpus_speech(0.21, 4)), ("b", 0, corpus_speech(0.7, 5))]
     out = list(encode_pieces(codec, pieces, 6.0))
     assert [(c, i, x.shape) for c, i, x in out] == [("a", 0, (8, 38)), ("a", 1, (8, 16)), ("b", 0, (8, 53))]
     assert all(x.dtype == np.uint16 for _, _, x in out)
@@ -83,7 +77,7 @@ def test_encode_pieces_pin_one_thread_and_restore_it(codec, monkeypatch):
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        list(encode_pieces(codec, [("a", 0, speech(0.3, 1)), ("a", 1, speech(0.2, 2))], 6.0))
+        list(encode_pieces(codec, [("a", 0, corpus_speech(0.3, 1)), ("a", 1, corpus_speech(0.2, 2))], 6.0))
         assert seen == [1, 1] and torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(threads)
@@ -110,7 +104,7 @@ def test_device_errors():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_gpu_codes_match_cpu(codec):
     gpu = load_codec("random", "facebook/encodec_24khz", "cuda")
-    wav = torch.from_numpy(speech(1.0, 6))[None, None]
+    wav = torch.from_numpy(corpus_speech(1.0, 6))[None, None]
     assert np.mean((gpu.encode(wav, 6.0).cpu() == codec.encode(wav, 6.0)).numpy()) > 0.9
 
 

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from data_helpers import corpus_speech
 
 from hybridlm.data.audio import ManifestEntry, write_manifest
 from hybridlm.data.encoding import worker_devices
-from hybridlm.data.synthetic import speech_like
 from hybridlm.stages import tokenize as tokenize_stage
 
 # 1 s chunks: 4 clips of 1.3-2.7 s give 7 chunks, some merged tails; small enough for two spawned workers.
@@ -22,7 +21,7 @@ def write_resampled(root) -> None:
     wavs.mkdir(parents=True)
     entries = []
     for i, seconds in enumerate(SECONDS):
-        samples = speech_like(round(seconds * 24_000), np.random.default_rng(i), 24_000)
+        samples = corpus_speech(seconds, i)
         sf.write(str(wavs / f"c{i}.flac"), samples, 24_000, format="FLAC", subtype="PCM_16")
         entries.append(ManifestEntry(f"c{i}", len(samples) / 24_000, len(samples)))
     write_manifest(root / "data/resampled/manifest.tsv", entries)
