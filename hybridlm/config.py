@@ -131,6 +131,8 @@ class TrainParams:
     seed: int = field(default=0, metadata={"min": 0})
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["auto", "bf16", "fp32"] = "auto"  # hybridlm/training/precision.py: bf16 autocast or fp32
+    # torchrun processes per node (hybridlm/training/distributed.py); batch_size stays the global batch
+    nproc_per_node: int = field(default=1, metadata={"min": 1})
 
     def __post_init__(self) -> None:
         if self.decay_steps <= self.warmup_steps:

@@ -458,13 +458,20 @@ def sample_codes(logits: torch.Tensor, temperature: float, top_k: int,
 # ----------------------------------------------------------------------------------------------------------------
 # Loss and optimizer helpers
 # ----------------------------------------------------------------------------------------------------------------
-def codebook_cross_entropy(logits: torch.Tensor, targets: torch.Tensor,
-                           codebook_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def codebook_target_counts(targets: torch.Tensor, codebook_size: int) -> torch.Tensor:
+    """Valid targets (ids < codebook_size) per codebook of ``targets [B, n_q, S]``: the loss's normalisers."""
+    return ((targets >= 0) & (targets < codebook_size)).sum(dim=(0, 2))
+
+
+def codebook_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, codebook_size: int | None = None,
+                           counts: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Cross-entropy per codebook over its valid targets (ids < codebook_size), and the mean over codebooks.
 
     ``logits [B, n_q, S, vocab]``, ``targets [B, n_q, S]``. PAD/BOS/EOS targets carry no loss. Averaging per
     codebook first (rather than over all valid tokens) weighs every codebook equally, which is also what the
     per-codebook report and perplexity exp(CE) describe. ``codebook_size`` defaults to vocab - 3 special ids.
+    ``counts`` (``[n_q]``) replaces this batch's valid-target counts as the divisors: a data-parallel rank passes
+    the global batch's (:func:`codebook_target_counts`), so that the ranks' losses add up to the global loss.
     """
     if logits.ndim != 4 or targets.shape != logits.shape[:3]:
         raise ValueError(f"codebook_cross_entropy: logits must be [B, n_q, S, vocab] and targets [B, n_q, S], got "
@@ -472,7 +479,7 @@ def codebook_cross_entropy(logits: torch.Tensor, targets: torch.Tensor,
     vocab = logits.shape[-1]
     codebook_size = vocab - NUM_SPECIAL if codebook_size is None else codebook_size
     valid = (targets >= 0) & (targets < codebook_size)
-    counts = valid.sum(dim=(0, 2))
+    counts = valid.sum(dim=(0, 2)) if counts is None else counts
     if bool((counts == 0).any()):
         raise ValueError(f"codebook_cross_entropy: codebook(s) {counts.eq(0).nonzero().flatten().tolist()} have no "
                          f"valid targets (all are special ids >= {codebook_size})")

@@ -3,6 +3,7 @@
 Outputs (dvc.yaml): data/checkpoints/step-NNNNNN.pt (train.save_steps up to train.steps, plus the final step),
 dvclive/ (per-step curves for `dvc plots`), metrics/train.json (summary for `dvc metrics` / `dvc exp show`).
 The checkpoint files are byte copies of the resume store's files (hybridlm/training/store.py explains why).
+With `train.nproc_per_node` > 1 the command re-launches itself under torchrun (hybridlm/training/distributed.py).
 """
 
 from __future__ import annotations
@@ -11,12 +12,16 @@ import dataclasses
 import shutil
 from pathlib import Path
 
+import torch
+
 from hybridlm.atomic import atomic_dir, write_json
-from hybridlm.config import resolve_device, section
+from hybridlm.config import TrainParams, resolve_device, section
 from hybridlm.delay import DelayPattern
+from hybridlm.model import ModelConfig
 from hybridlm.ops.gated_delta import check_backend_parity, resolve_backend
 from hybridlm.training.batching import PackedRows, delayed_sequences
 from hybridlm.training.checkpoint import checkpoint_name, code_version, data_hash, provenance, trajectory_params
+from hybridlm.training import distributed
 from hybridlm.training.loop import train
 from hybridlm.training.precision import resolve_precision
 from hybridlm.training.splits import SPLIT, read_split
@@ -30,23 +35,40 @@ METRICS = Path("metrics/train.json")
 def run(params: dict, **options) -> None:
     model_config = section(params, "model")
     cfg = section(params, "train")
-    device = resolve_device(cfg.device, "train.device")
+    if cfg.nproc_per_node > 1 and not distributed.launched():
+        distributed.launch(cfg.nproc_per_node)  # replaces this process by torchrun running this same command
+    with distributed.process_group(resolve_device(cfg.device, "train.device")) as device:
+        _train(model_config, cfg, device)
+
+
+def _train(model_config: ModelConfig, cfg: TrainParams, device: torch.device) -> None:
+    """One rank's part (the whole job in a single process): rank 0 alone logs and writes outputs."""
+    main = distributed.is_main()
+    say = print if main else lambda message: None
+    distributed.check_batch(cfg.batch_size)
+    if distributed.world_size() > 1:
+        say(f"train: {distributed.world_size()} processes ({distributed.backend()}), each on a share of the global "
+            f"batch of {cfg.batch_size} rows")
     precision = resolve_precision(cfg.precision, device)
     if "L" in model_config.schedule:  # a broken kernel stack fails here, in a second, not after hours of NaNs
         backend = resolve_backend(model_config.gdn_backend, device)
         worst = check_backend_parity(backend, device, bf16=precision == "bf16")
-        print(f"train: Gated DeltaNet backend {backend} on {device.type} in {precision}: matches the reference "
-              f"(max relative diff {worst:.1e} on the start-up check)")
+        say(f"train: Gated DeltaNet backend {backend} on {device.type} in {precision}: matches the reference "
+            f"(max relative diff {worst:.1e} on the start-up check)")
     else:
-        print(f"train: {precision} on {device.type}")
+        say(f"train: {precision} on {device.type}")
     train_chunks, meta = read_split("train", model_config)
     val_chunks, _ = read_split("val", model_config)
     pattern = DelayPattern(model_config.num_codebooks, model_config.codebook_size)
     prov = provenance(trajectory_params(dataclasses.asdict(model_config), cfg, device.type, precision),
                       data_hash(SPLIT),
                       code_version())
-    store = ResumeStore(store_root(Path.cwd()), prov)
+    store = ResumeStore(store_root(Path.cwd()), prov) if main else None  # rank 0 alone reads and writes it
     rows = PackedRows(train_chunks, pattern, model_config.context, cfg.seed)
+    val_sequences = delayed_sequences(val_chunks, pattern)
+    if not main:  # the other ranks train: rank 0 logs, copies the checkpoints and writes the metrics
+        train(cfg, model_config, rows, val_sequences, store, prov, meta, device)
+        return
     print(f"train: {len(train_chunks)} chunks -> {rows.rows_per_epoch} rows of {model_config.context} steps per "
           f"epoch; padded positions {rows.pad_fraction:.2%}, positions with a code target {rows.target_fraction:.2%}")
 
@@ -59,8 +81,7 @@ def run(params: dict, **options) -> None:
                 if name != "step":
                     live.log_metric(name, value)
 
-        result = train(cfg, model_config, rows, delayed_sequences(val_chunks, pattern), store, prov, meta, device,
-                       log=log)
+        result = train(cfg, model_config, rows, val_sequences, store, prov, meta, device, log=log)
     with atomic_dir(CHECKPOINTS) as tmp:
         for step, path in result.checkpoints.items():
             shutil.copyfile(path, tmp / checkpoint_name(step))

@@ -143,7 +143,7 @@ TRAIN_CODE = (
     "hybridlm/training/splits.py",
     "hybridlm/training/batching.py", "hybridlm/training/schedule.py",
     "hybridlm/training/ema.py", "hybridlm/training/checkpoint.py", "hybridlm/training/store.py",
-    "hybridlm/training/evaluation.py", "hybridlm/training/loop.py",
+    "hybridlm/training/evaluation.py", "hybridlm/training/loop.py", "hybridlm/training/distributed.py",
 )
 
 
@@ -171,8 +171,9 @@ def code_version() -> str:
 
 # Train fields that only say how far to go and where to stop / log along the way: changing them continues the same run.
 # device and precision are exempt as *names* because trajectory_params records what they resolved to instead
-# (`auto` may mean bf16 on one machine and fp32 on another).
-TRAJECTORY_EXEMPT = ("steps", "save_steps", "eval_every", "device", "precision")
+# (`auto` may mean bf16 on one machine and fp32 on another). nproc_per_node: the global batch and the data order
+# do not depend on it (distributed.py), so a run may resume with another process count.
+TRAJECTORY_EXEMPT = ("steps", "save_steps", "eval_every", "device", "precision", "nproc_per_node")
 
 
 def trajectory_params(model: dict, train: TrainParams, device_type: str, precision: str) -> dict:

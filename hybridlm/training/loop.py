@@ -27,7 +27,8 @@ from tqdm import tqdm
 
 from hybridlm.config import TrainParams
 from hybridlm.delay import DelayPattern
-from hybridlm.model import HybridLM, ModelConfig, codebook_cross_entropy, parameter_groups
+from hybridlm.model import HybridLM, ModelConfig, codebook_cross_entropy, codebook_target_counts, parameter_groups
+from hybridlm.training import distributed
 from hybridlm.training.batching import PackedRows
 from hybridlm.training.checkpoint import FORMAT, load_checkpoint
 from hybridlm.training.ema import EMA
@@ -66,6 +67,9 @@ def train_step(model: HybridLM, optimizer: torch.optim.Optimizer, micro_batches:
                lr: float, grad_clip: float, device: torch.device, *, precision: str) -> tuple[float, float]:
     """One optimizer update over ``micro_batches`` (rows ``[B, n_q, S]``); returns (loss, grad norm before clipping).
 
+    Under torchrun ``model`` is DDP-wrapped and ``micro_batches`` are still the global ones: this rank trains on its
+    rows, normalised by the global target counts (distributed.py says why), and the loss returned is the global one.
+
     ``precision`` is resolved (``bf16`` autocast or ``fp32``, see precision.py). The loss accumulates on the device
     and loss and grad norm come to the host together, once per step (one sync, needed anyway for the log and the
     non-finite check). Non-finite loss or grad norm returns without updating, so the caller keeps the last good
@@ -74,13 +78,18 @@ def train_step(model: HybridLM, optimizer: torch.optim.Optimizer, micro_batches:
     for group in optimizer.param_groups:
         group["lr"] = lr
     total = torch.zeros((), device=device)
-    for rows in micro_batches:
-        rows = rows.to(device, non_blocking=True)
-        with autocast(precision, device):
-            logits = model(rows[..., :-1])
-        loss, _ = codebook_cross_entropy(logits.float(), rows[..., 1:], model.config.codebook_size)
-        (loss / len(micro_batches)).backward()
+    codebook_size = distributed.unwrap(model).config.codebook_size
+    for i, rows in enumerate(micro_batches):
+        counts = codebook_target_counts(rows[..., 1:], codebook_size).to(device, non_blocking=True)
+        rows = distributed.local_rows(rows).to(device, non_blocking=True)
+        with distributed.no_sync(model, i < len(micro_batches) - 1):
+            with autocast(precision, device):
+                logits = model(rows[..., :-1])
+            loss, _ = codebook_cross_entropy(logits.float(), rows[..., 1:], codebook_size, counts=counts)
+            # x world size: DDP averages the ranks' gradients, the global loss is their sum
+            (loss * distributed.world_size() / len(micro_batches)).backward()
         total += loss.detach() / len(micro_batches)
+    total = distributed.all_reduce_sum(total)
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     loss_value, norm_value = torch.stack([total, grad_norm.to(total.dtype)]).tolist()
     if math.isfinite(loss_value) and math.isfinite(norm_value):
@@ -107,15 +116,19 @@ def train(cfg: TrainParams, model_config: ModelConfig, rows: PackedRows, val_seq
 
     ``log`` receives every history record in step order: first the stored records up to the resume point
     (replayed), then the new ones as they happen, so a logger started fresh ends with the full history.
+
+    Under torchrun (distributed.py) every rank calls this; rank 0 alone reads and writes ``store`` (None on the
+    others), evaluates, logs and returns the checkpoints; the other ranks get its findings and its resume state.
     """
+    main = distributed.is_main()
     targets = cfg.checkpoint_steps()
-    existing = store.checkpoints()
+    existing = distributed.from_main(lambda: store.checkpoints())
     missing = [t for t in targets if t not in existing]
     if not missing:  # every checkpoint of this run exists: nothing to train, only the history to replay
-        history = load_checkpoint(existing[cfg.steps])["history"]
+        history = load_checkpoint(existing[cfg.steps])["history"] if main else []
         for record in history:
             log(record)
-        _say(f"train: all checkpoints for steps {targets} already in {store.folder}; nothing to train")
+        _say(f"train: all checkpoints for steps {targets} already in {existing[cfg.steps].parent}; nothing to train")
         return RunResult(cfg.steps, cfg.steps, {t: existing[t] for t in targets}, history, None)
 
     pattern = DelayPattern(model_config.num_codebooks, model_config.codebook_size)
@@ -137,9 +150,9 @@ def train(cfg: TrainParams, model_config: ModelConfig, rows: PackedRows, val_seq
             "codec": codec,
         }
 
-    start = store.latest_at_most(missing[0])
+    start = distributed.from_main(lambda: store.latest_at_most(missing[0]))
     if start is not None:
-        state = load_checkpoint(start[1], map_location=device)
+        state = distributed.from_main(lambda: load_checkpoint(start[1]))  # on the CPU: load_state_dict moves it
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         ema.load_state_dict(state["ema"])
@@ -149,17 +162,19 @@ def train(cfg: TrainParams, model_config: ModelConfig, rows: PackedRows, val_seq
             raise ValueError(f"{start[1]}: data position {state['data']['next_row']} does not match step {step}")
         del state
         _say(f"train: resuming from step {step} ({start[1]})")
-        if step in targets and step not in existing:  # a periodic state that is also a checkpoint of this run
+        if main and step in targets and step not in existing:  # a periodic state that is also a checkpoint
             store.save_checkpoint(snapshot())
     else:
-        _say(f"train: starting from scratch (resume store {store.folder})")
+        _say(f"train: starting from scratch (resume store {store.folder if main else ''})")
     start_step = step
     for record in history:
         log(record)
 
     tokens_per_step = rows_per_step * model_config.context * model_config.num_codebooks
     speeds: list[float] = []
-    bar = tqdm(total=cfg.steps, initial=step, desc="train", unit="step", dynamic_ncols=True, file=sys.stderr)
+    bar = tqdm(total=cfg.steps, initial=step, desc="train", unit="step", dynamic_ncols=True, file=sys.stderr,
+               disable=not main)
+    trained = distributed.wrap(model, device)  # after loading: every rank starts from the same weights
     model.train()
     while step < cfg.steps:
         tic = time.perf_counter()
@@ -167,20 +182,23 @@ def train(cfg: TrainParams, model_config: ModelConfig, rows: PackedRows, val_seq
                            min_lr_ratio=cfg.min_lr_ratio)
         first = step * rows_per_step
         micro = [rows.rows(first + i * cfg.batch_size, cfg.batch_size) for i in range(cfg.grad_accum)]
-        loss, grad_norm = train_step(model, optimizer, micro, lr, cfg.grad_clip, device, precision=precision)
-        if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+        loss, grad_norm = train_step(trained, optimizer, micro, lr, cfg.grad_clip, device, precision=precision)
+        if not (math.isfinite(loss) and math.isfinite(grad_norm)):  # the same on every rank: all stop here
             bar.close()
-            store.save_resume(snapshot())
+            if main:
+                store.save_resume(snapshot())
             raise TrainingDiverged(
                 f"train: non-finite {'loss' if not math.isfinite(loss) else 'gradient norm'} at step {step + 1} "
                 f"(loss {loss}, grad norm {grad_norm}, lr {lr:.3g}); stopped before the update. The last good "
-                f"state (step {step}) is saved in {store.folder}. Lower train.lr, raise train.warmup_steps or "
+                f"state (step {step}) is saved in {store.folder if main else 'the resume store'}. Lower train.lr, raise train.warmup_steps or "
                 f"lower train.grad_clip, then re-run."
             )
-        ema.update(model)
         step += 1
         speed = tokens_per_step / (time.perf_counter() - tic)
         speeds.append(speed)
+        if not main:  # the rest of the step (EMA, evaluation, log, states) is rank 0's alone
+            continue
+        ema.update(model)
         record = {"step": step, "train/loss": loss, "train/lr": lr, "train/grad_norm": grad_norm,
                   "train/tokens_per_second": speed}
         if step % cfg.eval_every == 0 or step in targets:
@@ -197,10 +215,11 @@ def train(cfg: TrainParams, model_config: ModelConfig, rows: PackedRows, val_seq
         elif step % cfg.eval_every == 0:
             store.save_resume(snapshot())
     bar.close()
-    final = store.checkpoints()
-    return RunResult(cfg.steps, start_step, {t: final[t] for t in targets}, history,
+    final = store.checkpoints() if main else {}
+    return RunResult(cfg.steps, start_step, {t: final[t] for t in targets} if main else {}, history,
                      float(np.median(speeds)) if speeds else None)
 
 
 def _say(message: str) -> None:
-    tqdm.write(message, file=sys.stderr)
+    if distributed.is_main():
+        tqdm.write(message, file=sys.stderr)
