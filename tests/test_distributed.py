@@ -3,8 +3,9 @@ another process count, and under `hybridlm train` a SIGKILLed rank fails the who
 
 Tolerance. The 2-process update differs from the 1-process one only in the order of the gradient sums (each rank
 sums its rows, gloo adds the two), i.e. by float32 rounding (~1e-7 relative), which AdamW's normalisation can
-amplify for a parameter whose gradient is near zero. Measured on this tiny model after 4 steps: max |diff| of any
-parameter MEASURED; the tests allow TOLERANCE.
+amplify for a parameter whose gradient is near zero. Measured on this tiny model after 4 steps (fp32, 2-core AMD
+EPYC): max |diff| of any parameter 1.65e-06 (an update moves a parameter by up to lr = 3e-3); the tests allow 1e-5.
+Without the global loss normalisers the same comparison gives 2.2e-02.
 """
 
 from __future__ import annotations
