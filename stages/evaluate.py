@@ -19,7 +19,8 @@ from hybridlm.atomic import write_json
 from hybridlm.config import resolve_device, section
 from hybridlm.delay import DelayPattern
 from hybridlm.training.batching import delayed_sequences
-from hybridlm.training.checkpoint import check_compatible, data_hash, ema_model, load_checkpoint, select_checkpoints
+from hybridlm.training.checkpoint import (data_hash, ema_model, load_checkpoint, select_checkpoints,
+                                         validate_checkpoints)
 from hybridlm.training.evaluation import evaluate_sequences
 from hybridlm.training.precision import resolve_precision
 from hybridlm.training.splits import SPLIT, read_split
@@ -34,14 +35,13 @@ def run(params: dict, **options) -> None:
     device = resolve_device(cfg.device, "evaluate.device")
     precision = resolve_precision(cfg.precision, device, "evaluate.precision")
     checkpoints = select_checkpoints(CHECKPOINTS, cfg.steps, "evaluate.steps")
+    validate_checkpoints(checkpoints, dataclasses.asdict(model_config), data_hash(SPLIT))
     val_chunks, _ = read_split("val", model_config)
     pattern = DelayPattern(model_config.num_codebooks, model_config.codebook_size)
     sequences = delayed_sequences(val_chunks, pattern)
-    digest = data_hash(SPLIT)
     results = {}
     for step, path in tqdm(checkpoints.items(), desc="evaluate", unit="ckpt"):
         state = load_checkpoint(path)
-        check_compatible(state, path, dataclasses.asdict(model_config), digest)
         model = ema_model(state, model_config, device)
         result = evaluate_sequences(model, sequences, pattern, cfg.batch_size, device, precision=precision)
         results[f"step_{step}"] = {"step": step, **result.as_dict()}

@@ -19,7 +19,7 @@ from tqdm import tqdm
 from hybridlm.atomic import atomic_dir
 from hybridlm.config import resolve_device, section
 from hybridlm.data.codec import load_codec
-from hybridlm.training.checkpoint import check_compatible, ema_model, load_checkpoint, select_checkpoints
+from hybridlm.training.checkpoint import ema_model, load_checkpoint, select_checkpoints, validate_checkpoints
 from hybridlm.training.gallery import GalleryRow, write_gallery, write_spectrogram, write_wav
 from hybridlm.training.precision import autocast, resolve_precision
 
@@ -46,12 +46,12 @@ def run(params: dict, **options) -> None:
     precision = resolve_precision(cfg.precision, device, "render.precision")
     checkpoints = select_checkpoints(CHECKPOINTS, cfg.steps, "render.steps")
     losses = eval_losses(EVAL_METRICS)
+    validate_checkpoints(checkpoints, dataclasses.asdict(model_config))
     codec = None
     rows = []
     with atomic_dir(SAMPLES) as tmp:
         for step, path in tqdm(checkpoints.items(), desc="render", unit="ckpt"):
             state = load_checkpoint(path)
-            check_compatible(state, path, dataclasses.asdict(model_config))
             meta = state["codec"]
             if codec is None:
                 codec = load_codec(meta["hybridlm.weights"], meta["hybridlm.codec"], device)

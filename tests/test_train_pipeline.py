@@ -171,6 +171,16 @@ def test_bad_inputs_give_clear_errors(workspace, tmp_path, monkeypatch):
     (tmp_path / "data/split/val" / "shard-extra.parquet").write_bytes(original)  # other data: another hash
     assert "incompatible checkpoint (other data)" in hybridlm("evaluate")
     (tmp_path / "data/split/val" / "shard-extra.parquet").unlink()
+    # A corrupt LATER checkpoint stops evaluate and render before they process the earlier one: nothing written.
+    later = tmp_path / "data/checkpoints/step-000008.pt"
+    intact, metrics = later.read_bytes(), (tmp_path / "metrics/eval.json").read_bytes()
+    later.write_bytes(intact[: len(intact) // 2])
+    for stage in ("evaluate", "render"):
+        output = hybridlm(stage)
+        assert "step-000008.pt: not a readable checkpoint" in output and "step 4:" not in output, output
+    assert (tmp_path / "metrics/eval.json").read_bytes() == metrics and not (tmp_path / "data/samples").exists()
+    assert not list((tmp_path / "data").glob(".samples.*"))
+    later.write_bytes(intact)
     ckpt = tmp_path / "data/checkpoints/step-000004.pt"
     ckpt.write_bytes(ckpt.read_bytes()[: ckpt.stat().st_size // 2])
     assert "step-000004.pt: not a readable checkpoint" in hybridlm("evaluate")

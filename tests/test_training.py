@@ -17,7 +17,8 @@ from hybridlm.model import HybridLM, ModelConfig
 from hybridlm.params import ParamError, parse_section
 from hybridlm.training.batching import PackedRows, delayed_sequences, eval_batches
 from hybridlm.training.checkpoint import (FORMAT, check_compatible, list_checkpoints, load_checkpoint, provenance,
-                                          save_checkpoint, select_checkpoints, trajectory_params)
+                                          save_checkpoint, select_checkpoints, trajectory_params,
+                                          validate_checkpoints)
 from hybridlm.training.ema import EMA
 from hybridlm.training.evaluation import evaluate_sequences
 from hybridlm.training.loop import TrainingDiverged, build_model, make_optimizer, train, train_step
@@ -253,6 +254,22 @@ def test_checkpoint_errors_name_the_file(tmp_path):
     with pytest.raises(ValueError, match="other data"):
         check_compatible(state, bad, dict(TINY.__dict__), "bbb")
     check_compatible(state, bad, {**TINY.__dict__, "gdn_backend": "torch_recurrent"}, "aaa")  # backend: runtime only
+
+
+def test_validate_checkpoints_names_a_corrupt_later_one(tmp_path):
+    result, _, _ = _run(tmp_path, steps=4, save_steps=(2, 4))
+    model = dict(TINY.__dict__)
+    validate_checkpoints(result.checkpoints, model, "data-hash")
+    later = result.checkpoints[4]
+    later.write_bytes(later.read_bytes()[: later.stat().st_size // 2])
+    with pytest.raises(ValueError, match="step-000004.pt: not a readable checkpoint"):
+        validate_checkpoints(result.checkpoints, model, "data-hash")
+    renamed = tmp_path / "step-000003.pt"
+    renamed.write_bytes(result.checkpoints[2].read_bytes())
+    with pytest.raises(ValueError, match="step-000003.pt: holds the state after step 2, but its name says step 3"):
+        validate_checkpoints({3: renamed}, model)
+    with pytest.raises(ValueError, match="step-000002.pt: incompatible checkpoint \\(other data\\)"):
+        validate_checkpoints({2: result.checkpoints[2]}, model, "other-hash")
 
 
 def test_checkpoint_loads_with_weights_only(tmp_path):

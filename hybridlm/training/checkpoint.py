@@ -87,6 +87,21 @@ def select_checkpoints(folder: Path, steps: list[int], key: str) -> dict[int, Pa
     return {s: available[s] for s in sorted(steps)} if steps else available
 
 
+def validate_checkpoints(checkpoints: dict[int, Path], model_config: dict[str, Any],
+                         data_hash: str | None = None) -> None:
+    """Load every one of ``checkpoints`` (``{step: path}``) and check it (readable, this model, given ``data_hash``
+    this data, the step its name says) before any is used; the first bad one raises an error naming it.
+
+    Why up front: evaluate and render spend minutes per checkpoint, so a corrupt or foreign later file found in
+    the loop is found only after all the earlier work, which is then thrown away.
+    """
+    for step, path in checkpoints.items():
+        state = load_checkpoint(path)
+        check_compatible(state, path, model_config, data_hash)
+        if state["step"] != step:
+            raise ValueError(f"{path}: holds the state after step {state['step']}, but its name says step {step}")
+
+
 def ema_model(state: dict[str, Any], config: ModelConfig, device: torch.device) -> HybridLM:
     """A model (eval mode, on ``device``) holding a checkpoint's EMA weights: what evaluate and render use."""
     model = HybridLM(config)
