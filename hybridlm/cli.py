@@ -70,6 +70,12 @@ def split(params: Path = PARAMS) -> None:
 
 
 @app.command()
+def sentences(params: Path = PARAMS) -> None:
+    """One example per clip with its normalised transcript into data/sentences/{train,val}; metrics/sentences.json."""
+    _run("sentences", params)
+
+
+@app.command()
 def train(params: Path = PARAMS) -> None:
     """Train the hybrid LM; checkpoints at train.save_steps under data/checkpoints (resumes where it can)."""
     from hybridlm.ops.gated_delta import BackendParityError

@@ -108,6 +108,18 @@ class SplitParams:
     shard_chunks: int = field(default=2000, metadata={"min": 1})
 
 
+@dataclass(frozen=True)
+class SentencesParams:
+    """``sentences``: one row per clip for text-conditioned training (hybridlm/data/sentences.py).
+
+    ``max_frames`` 1014 = a 1024-step context less the 8-step delay, BOS and EOS; LJ Speech's longest clip is 758
+    frames (10.1 s). A longer clip fails the stage or, with ``on_too_long: skip``, is left out and counted."""
+
+    max_frames: int = field(default=1014, metadata={"min": 1})
+    on_too_long: Literal["fail", "skip"] = "fail"
+    shard_rows: int = field(default=2000, metadata={"min": 1})
+
+
 # ------------------------------------------------------------------------------------------------------------ training
 @dataclass(frozen=True)
 class TrainParams:
@@ -181,6 +193,7 @@ SECTIONS: dict[str, type | str] = {
     "resample": ResampleParams,
     "tokenize": TokenizeParams,
     "split": SplitParams,
+    "sentences": SentencesParams,
     "model": "hybridlm.model:ModelConfig",
     "train": TrainParams,
     "evaluate": EvaluateParams,

@@ -17,6 +17,7 @@ from hybridlm.data.ljspeech import parse_metadata
 from hybridlm.data.shards import read_shards
 from hybridlm.stages import resample as resample_stage
 from hybridlm.stages import tokenize as tokenize_stage
+from hybridlm.text import normalize
 from hybridlm.workspace import SOURCE_ROOT, create_workspace, run_tool
 
 # Tiny and fast on 2 CPU cores: 4 short clips; 1 s chunks so that clips are cut and short tails merged.
@@ -56,10 +57,10 @@ def test_dvc_stages_declare_their_params_and_code():
 
 
 @pytest.mark.slow
-def test_dvc_repro_split_end_to_end_then_noop(tmp_path):
+def test_dvc_repro_sentences_end_to_end_then_noop(tmp_path):
     work = create_workspace(tmp_path / "ws", OVERRIDES)
-    first = run_tool(work, "dvc", "repro", "split", capture=True)
-    for stage in ("download", "resample", "tokenize", "split"):
+    first = run_tool(work, "dvc", "repro", "sentences", capture=True)
+    for stage in ("download", "resample", "tokenize", "split", "sentences"):
         assert f"Running stage '{stage}'" in first.stdout
     assert "RANDOM weights" in first.stderr
 
@@ -87,11 +88,20 @@ def test_dvc_repro_split_end_to_end_then_noop(tmp_path):
     assert data["total"]["chunks"] == len(tokens) and data["val"]["clips"] == 1 and data["train"]["clips"] == 3
     assert json.loads((work / "metrics/tokenize.json").read_text())["chunks"] == len(tokens)
 
-    second = run_tool(work, "dvc", "repro", "split", capture=True)
+    # one row per clip, its chunks joined, on the same side as in data/split, with its normalised transcript
+    texts = {r.id: normalize(r.normalized) for r in rows}
+    for side, chunks in (("train", train), ("val", val)):
+        sentences, meta = read_shards(work / f"data/sentences/{side}")
+        assert meta["hybridlm.split"] == side and {s.clip_id for s in sentences} == {c.clip_id for c in chunks}
+        for row in sentences:
+            assert row.text == texts[row.clip_id]
+            assert row.num_frames == math.ceil(samples[row.clip_id] / 320)
+
+    second = run_tool(work, "dvc", "repro", "sentences", capture=True)
     assert "Running stage" not in second.stdout
-    for stage in ("download", "resample", "tokenize", "split"):
+    for stage in ("download", "resample", "tokenize", "split", "sentences"):
         assert f"Stage '{stage}' didn't change, skipping" in second.stdout
-    status = run_tool(work, "dvc", "status", "split", capture=True)
+    status = run_tool(work, "dvc", "status", "sentences", capture=True)
     assert "up to date" in status.stdout
 
 
