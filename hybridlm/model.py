@@ -386,11 +386,14 @@ class HybridLM(nn.Module):
                 layers.append(KVCache(k=empty, v=empty.clone()))
         return ModelCache(layers=layers)
 
-    def forward(self, tokens: torch.Tensor, cache: ModelCache | None = None) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor, cache: ModelCache | None = None, *, heads: bool = True) -> torch.Tensor:
         """``tokens [B, n_q, S]`` (delayed ids) -> ``logits [B, n_q, S, vocab]``.
 
         Without a cache: the full causal forward (training). With a cache: continues after ``cache.length`` steps
-        (prefill with S > 1 or one decode step with S = 1) and advances the cache in place.
+        (prefill with S > 1 or one decode step with S = 1) and advances the cache in place. ``heads=False`` returns
+        the final-normed hidden states ``[B, S, d]`` instead: training feeds them to
+        hybridlm.ops.cross_entropy.heads_cross_entropy, which applies the heads chunk by chunk (a flag rather than a
+        second method so that a DDP wrapper still sees the forward).
         """
         cfg = self.config
         if tokens.ndim != 3 or tokens.shape[1] != cfg.num_codebooks or tokens.shape[2] < 1:
@@ -410,7 +413,10 @@ class HybridLM(nn.Module):
             x = layer(x, offset, None if cache is None else cache.layers[i])
         if cache is not None:
             cache.length += steps
-        logits = self.heads(self.norm(x)).view(batch, steps, cfg.num_codebooks, cfg.vocab_size)
+        hidden = self.norm(x)
+        if not heads:
+            return hidden
+        logits = self.heads(hidden).view(batch, steps, cfg.num_codebooks, cfg.vocab_size)
         return logits.transpose(1, 2)
 
     @torch.no_grad()
@@ -472,6 +478,8 @@ def codebook_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, codebook
     per-codebook report and perplexity exp(CE) describe. ``codebook_size`` defaults to vocab - 3 special ids.
     ``counts`` (``[n_q]``) replaces this batch's valid-target counts as the divisors: a data-parallel rank passes
     the global batch's (:func:`codebook_target_counts`), so that the ranks' losses add up to the global loss.
+    Training and evaluation use the chunked hybridlm.ops.cross_entropy.heads_cross_entropy (no full logits); this
+    is its reference, on materialised logits.
     """
     if logits.ndim != 4 or targets.shape != logits.shape[:3]:
         raise ValueError(f"codebook_cross_entropy: logits must be [B, n_q, S, vocab] and targets [B, n_q, S], got "

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from hybridlm.delay import DelayPattern
-from hybridlm.model import codebook_cross_entropy
+from hybridlm.ops.cross_entropy import heads_cross_entropy
 from hybridlm.training.batching import eval_batches
 from hybridlm.training.precision import autocast
 
@@ -56,8 +56,8 @@ def evaluate_sequences(model: nn.Module, sequences: Sequence[np.ndarray], patter
             batch = batch.to(device)
             inputs, targets = batch[..., :-1], batch[..., 1:]
             with autocast(precision, device):
-                logits = model(inputs)
-            _, per_codebook = codebook_cross_entropy(logits, targets, pattern.codebook_size)
+                hidden = model(inputs, heads=False)
+                _, per_codebook = heads_cross_entropy(hidden, model.heads.weight, targets, pattern.codebook_size)
             n = (targets < pattern.codebook_size).sum(dim=(0, 2)).cpu()
             sums += per_codebook.double().cpu() * n
             counts += n

@@ -27,7 +27,8 @@ from tqdm import tqdm
 
 from hybridlm.config import TrainParams
 from hybridlm.delay import DelayPattern
-from hybridlm.model import HybridLM, ModelConfig, codebook_cross_entropy, codebook_target_counts, parameter_groups
+from hybridlm.model import HybridLM, ModelConfig, codebook_target_counts, parameter_groups
+from hybridlm.ops.cross_entropy import heads_cross_entropy
 from hybridlm.training import distributed
 from hybridlm.training.batching import PackedRows
 from hybridlm.training.checkpoint import FORMAT, load_checkpoint
@@ -78,14 +79,15 @@ def train_step(model: HybridLM, optimizer: torch.optim.Optimizer, micro_batches:
     for group in optimizer.param_groups:
         group["lr"] = lr
     total = torch.zeros((), device=device)
-    codebook_size = distributed.unwrap(model).config.codebook_size
+    net = distributed.unwrap(model)
     for i, rows in enumerate(micro_batches):
-        counts = codebook_target_counts(rows[..., 1:], codebook_size).to(device, non_blocking=True)
+        counts = codebook_target_counts(rows[..., 1:], net.config.codebook_size).to(device, non_blocking=True)
         rows = distributed.local_rows(rows).to(device, non_blocking=True)
         with distributed.no_sync(model, i < len(micro_batches) - 1):
-            with autocast(precision, device):
-                logits = model(rows[..., :-1])
-            loss, _ = codebook_cross_entropy(logits.float(), rows[..., 1:], codebook_size, counts=counts)
+            with autocast(precision, device):  # through the (DDP) wrapper, which must see the forward
+                hidden = model(rows[..., :-1], heads=False)
+                loss, _ = heads_cross_entropy(hidden, net.heads.weight, rows[..., 1:], net.config.codebook_size,
+                                              counts=counts)
             # x world size: DDP averages the ranks' gradients, the global loss is their sum
             (loss * distributed.world_size() / len(micro_batches)).backward()
         total += loss.detach() / len(micro_batches)
