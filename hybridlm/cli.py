@@ -115,8 +115,34 @@ def bench(
     value_dim: int = typer.Option(96, help="Value head dim V."),
     repeats: int = typer.Option(5, help="Timed repeats per backend (median reported)."),
     device: str = typer.Option("auto", help="auto | cpu | cuda."),
+    model: bool = typer.Option(False, "--model", help="Instead: whole-model training steps/s, memory and MFU of "
+                               "hybridlm and transformers' OlmoHybridModel (params' model section, --batch rows)."),
+    params: Path = PARAMS,
+    schedule: str = typer.Option("", help="--model: override model.schedule (e.g. AAAAAAAA)."),
+    d_ff: int = typer.Option(0, "--d-ff", help="--model: override model.d_ff (0 = keep)."),
+    precision: str = typer.Option("both", help="--model: both | bf16 | fp32 (the best of each is compared)."),
+    baseline: bool = typer.Option(False, "--baseline", help="--model: also time the parameter-matched "
+                                  "pure-attention config (all layers A, d_ff matched; AAAAAAAA/1350 by default)."),
+    markdown: Path = typer.Option(None, help="--model: also write the table (device, date, figures) to this file."),
 ) -> None:
-    """Time forward+backward of each Gated DeltaNet backend and print the table with ratios."""
+    """Time forward+backward of each Gated DeltaNet backend and print the table with ratios (or, with --model,
+    the whole training step beside transformers)."""
+    if model:
+        import dataclasses
+
+        from hybridlm.config import section
+        from hybridlm.training.benchmark import run_model_benchmark
+
+        precisions = {"both": ("fp32", "bf16"), "bf16": ("bf16",), "fp32": ("fp32",)}
+        try:
+            if precision not in precisions:
+                raise ValueError(f"bench: --precision must be both, bf16 or fp32, got {precision!r}")
+            overrides = {k: v for k, v in (("schedule", schedule), ("d_ff", d_ff)) if v}
+            config = dataclasses.replace(section(load_params(params), "model"), **overrides)
+            run_model_benchmark(config, batch, repeats, device, precisions[precision], baseline, markdown)
+        except (ParamError, FileNotFoundError, ValueError) as exc:
+            _fail(exc)
+        return
     from hybridlm.ops.benchmark import run_benchmark
 
     run_benchmark(batch=batch, length=length, heads=heads, key_dim=key_dim, value_dim=value_dim,
