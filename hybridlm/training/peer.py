@@ -3,7 +3,7 @@
 Why a peer: a speed number alone says little; the same architecture from a maintained implementation, timed in the
 same process on the same inputs, says whether our code is fast. The peer has our summed codebook embeddings (its
 ``embed_tokens`` holds the 8 tables, row q * vocab + id, exactly like ours) and our 8 stacked heads, and exposes
-the same ``features`` / ``heads`` / ``config`` interface as HybridLM, so the training step, the loss and the
+the same ``forward(tokens, heads=...)`` / ``heads`` / ``config`` interface as HybridLM, so the training step, the loss and the
 optimizer are literally the same code for both. ``copy_weights`` loads a HybridLM's weights into it; the parity
 test (tests/test_peer.py) then checks both give the same hidden states, which also pins our architecture to
 transformers' definition.
@@ -54,10 +54,15 @@ class TransformersPeer(nn.Module):
         self.register_buffer("codebook_offsets", torch.arange(config.num_codebooks) * config.vocab_size,
                              persistent=False)
 
-    def features(self, tokens: torch.Tensor) -> torch.Tensor:
-        """``tokens [B, n_q, S]`` -> final-normed hidden states ``[B, S, d]`` (as HybridLM.features)."""
+    def forward(self, tokens: torch.Tensor, *, heads: bool = True) -> torch.Tensor:
+        """``tokens [B, n_q, S]`` -> logits ``[B, n_q, S, vocab]``, or with ``heads=False`` the final-normed hidden
+        states ``[B, S, d]`` (as HybridLM.forward)."""
         embeds = self.backbone.embed_tokens(tokens + self.codebook_offsets[None, :, None]).sum(dim=1)
-        return self.backbone(inputs_embeds=embeds, use_cache=False).last_hidden_state
+        hidden = self.backbone(inputs_embeds=embeds, use_cache=False).last_hidden_state
+        if not heads:
+            return hidden
+        batch, steps, _ = hidden.shape
+        return self.heads(hidden).view(batch, steps, self.config.num_codebooks, -1).transpose(1, 2)
 
 
 def _name_map(model: HybridLM) -> dict[str, str]:
