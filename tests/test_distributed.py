@@ -112,6 +112,12 @@ def test_local_rows_split_the_global_batch(monkeypatch):
         distributed.check_batch(2)
 
 
+def test_launch_needs_the_hybridlm_command(monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["/usr/bin/python3", "train"])
+    with pytest.raises(ValueError, match="must be started with the `hybridlm` command"):
+        distributed.launch(2)
+
+
 def write_split(root: Path) -> None:
     meta = {"codec": "facebook/encodec_24khz", "weights": "random", "bandwidth": 6.0, "num_codebooks": 8,
             "codebook_size": 1024, "frame_rate": 75, "sample_rate": 24_000, "params_hash": "test"}

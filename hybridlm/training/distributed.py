@@ -27,12 +27,13 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
+
+from hybridlm.params import ParamError
 
 T = TypeVar("T")
 
@@ -42,7 +43,7 @@ def launched() -> bool:
     return "WORLD_SIZE" in os.environ
 
 
-def launch(nproc_per_node: int) -> None:
+def launch(nproc_per_node: int) -> NoReturn:
     """Replace this process by torchrun running the same ``hybridlm`` command line with ``nproc_per_node`` ranks.
 
     exec, not a child process: signals (Ctrl-C, `dvc exp` cancelling) and the exit status are torchrun's, and
@@ -51,11 +52,12 @@ def launch(nproc_per_node: int) -> None:
     program, args = Path(sys.argv[0]).name, sys.argv[1:]
     if program not in ("hybridlm", "__main__.py"):
         raise ValueError(f"train.nproc_per_node is {nproc_per_node}: the run must be started with the `hybridlm` "
-                           f"command (or under torchrun), not from {sys.argv[0]!r}")
+                         f"command (or under torchrun), not from {sys.argv[0]!r}")
     multi_node = os.environ.get("PET_NNODES", "1") != "1" or "PET_RDZV_ENDPOINT" in os.environ
     command = [sys.executable, "-m", "torch.distributed.run", *([] if multi_node else ["--standalone"]),
                f"--nproc-per-node={nproc_per_node}", "-m", "hybridlm", *args]
     print(f"train: launching {nproc_per_node} processes per node: {' '.join(command)}", file=sys.stderr, flush=True)
+    sys.stdout.flush()  # exec drops unflushed output
     os.execv(sys.executable, command)
 
 
@@ -69,8 +71,9 @@ def process_group(device: torch.device) -> Iterator[torch.device]:
     if device.type == "cuda":
         device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
         torch.cuda.set_device(device)
-    dist.init_process_group("nccl" if device.type == "cuda" else "gloo", device_id=device if device.type == "cuda"
-                            else None)
+        dist.init_process_group("nccl", device_id=device)
+    else:
+        dist.init_process_group("gloo")
     try:
         yield device
     finally:
@@ -104,8 +107,6 @@ def local_rows(rows: torch.Tensor) -> torch.Tensor:
 def check_batch(batch_size: int) -> None:
     """A global batch smaller than the number of ranks would leave a rank without rows: a parameter error."""
     if batch_size < world_size():
-        from hybridlm.params import ParamError
-
         raise ParamError(f"params.yaml: 'train.batch_size' ({batch_size}) must be >= the number of training "
                          f"processes ({world_size()}): each process trains on a share of every micro-batch")
 
