@@ -195,6 +195,7 @@ SECTIONS: dict[str, type | str] = {
     "split": SplitParams,
     "sentences": SentencesParams,
     "model": "hybridlm.model:ModelConfig",
+    "tts_model": "hybridlm.model:TextConfig",  # the text-to-speech stages: model + tts_model (model.with_text)
     "train": TrainParams,
     "evaluate": EvaluateParams,
     "render": RenderParams,

@@ -13,10 +13,15 @@ Layout for ``T`` frames (``S = T + n_q`` steps)::
     codebook q:  BOS  (q PADs) cq,0 ... cq,T-1  (n_q-1-q PADs)
 
 so code ``c[q, f]`` sits at step ``1 + q + f``. Special ids (above the 1024 codes, so one 1027-way head covers
-them): PAD = 1024 fills gaps and is never a target, BOS = 1025 marks the start step, EOS = 1026 is reserved for
-end-of-sequence and never produced by :meth:`DelayPattern.build`. A training pair from a delayed row ``x`` is
-``inputs = x[..., :-1]``, ``targets = x[..., 1:]``, with the loss only where :meth:`target_mask` is True, which
-gives every codebook exactly ``T`` targets.
+them): PAD = 1024 fills gaps and is never a target, BOS = 1025 marks the start step, EOS = 1026 marks the end of
+speech. A training pair from a delayed row ``x`` is ``inputs = x[..., :-1]``, ``targets = x[..., 1:]``, with the loss
+only where :meth:`target_mask` is True, which gives every codebook exactly ``T`` targets.
+
+With ``eos=True`` (the text-to-speech path: one example per sentence, and sampling must know where speech ends)
+every codebook gets one EOS step after its last code, delayed like a frame: EOS of codebook q sits at step
+``1 + q + T``, so ``S = T + n_q + 1``. EOS is a target (``T + 1`` per codebook): codebook 0 learns *when* to stop,
+and codebook q > 0 learns that EOS follows q steps after codebook 0's. Without ``eos`` (the unconditional 8 s
+chunks, which end mid-speech) no EOS is ever built.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ NUM_SPECIAL = 3
 class DelayPattern:
     """Build, revert and mask delayed code sequences for ``num_codebooks`` codebooks of ``codebook_size`` codes."""
 
-    def __init__(self, num_codebooks: int = 8, codebook_size: int = 1024) -> None:
+    def __init__(self, num_codebooks: int = 8, codebook_size: int = 1024, eos: bool = False) -> None:
         if num_codebooks < 1:
             raise ValueError(f"DelayPattern: num_codebooks must be >= 1, got {num_codebooks}")
         if codebook_size < 1:
@@ -40,17 +45,31 @@ class DelayPattern:
         self.bos_id = codebook_size + 1
         self.eos_id = codebook_size + 2
         self.vocab_size = codebook_size + NUM_SPECIAL
+        self.eos = eos
 
     def num_steps(self, num_frames: int) -> int:
-        """Delayed steps for ``num_frames`` frames: one start step plus ``num_frames + num_codebooks - 1``."""
-        return num_frames + self.num_codebooks
+        """Delayed steps for ``num_frames`` frames: one start step plus ``num_frames + num_codebooks - 1``, plus one
+        for the EOS step with ``eos``."""
+        return num_frames + self.num_codebooks + int(self.eos)
+
+    def num_frames(self, num_steps: int) -> int:
+        """Frames held by a delayed sequence of ``num_steps`` steps (the inverse of :meth:`num_steps`)."""
+        return num_steps - self.num_codebooks - int(self.eos)
+
+    def _frame_index(self, num_steps: int, device: torch.device | str | None) -> torch.Tensor:
+        """``[n_q, num_steps]``: the frame each position holds (``step - 1 - q``; out of range = no frame)."""
+        steps = torch.arange(num_steps, device=device)
+        return steps[None, :] - 1 - torch.arange(self.num_codebooks, device=device)[:, None]
 
     def code_mask(self, num_steps: int, device: torch.device | str | None = None) -> torch.Tensor:
         """Bool ``[n_q, num_steps]``: True where the pattern holds a code (step ``1 + q + f``, ``0 <= f < T``)."""
-        num_frames = num_steps - self.num_codebooks
-        steps = torch.arange(num_steps, device=device)
-        frame = steps[None, :] - 1 - torch.arange(self.num_codebooks, device=device)[:, None]
-        return (frame >= 0) & (frame < num_frames)
+        frame = self._frame_index(num_steps, device)
+        return (frame >= 0) & (frame < self.num_frames(num_steps))
+
+    def eos_mask(self, num_steps: int, device: torch.device | str | None = None) -> torch.Tensor:
+        """Bool ``[n_q, num_steps]``: True at each codebook's EOS step (``1 + q + T``); all False without ``eos``."""
+        frame = self._frame_index(num_steps, device)
+        return (frame == self.num_frames(num_steps)) & self.eos
 
     def build(self, codes: torch.Tensor) -> torch.Tensor:
         """``[..., n_q, T]`` codes in ``[0, codebook_size)`` -> ``[..., n_q, T + n_q]`` delayed sequence."""
@@ -68,23 +87,27 @@ class DelayPattern:
         delayed[..., 0] = self.bos_id
         for q in range(self.num_codebooks):
             delayed[..., q, 1 + q : 1 + q + num_frames] = codes[..., q, :]
+            if self.eos:
+                delayed[..., q, 1 + q + num_frames] = self.eos_id
         return delayed
 
     def revert(self, delayed: torch.Tensor) -> torch.Tensor:
         """``[..., n_q, S]`` delayed sequence -> ``[..., n_q, S - n_q]`` codes; checks every position's role."""
         self._check_codebook_axis(delayed, "delayed")
         steps = delayed.shape[-1]
-        if steps < self.num_codebooks + 1:
+        if steps < self.num_steps(1):
             raise ValueError(
-                f"DelayPattern.revert: need at least {self.num_codebooks + 1} steps (one frame), got {steps}"
+                f"DelayPattern.revert: need at least {self.num_steps(1)} steps (one frame), got {steps}"
             )
-        num_frames = steps - self.num_codebooks
+        num_frames = self.num_frames(steps)
         codes_at = self.code_mask(steps, delayed.device)
         expected_special = torch.full_like(codes_at, self.pad_id, dtype=torch.long)
         expected_special[:, 0] = self.bos_id
+        expected_special[self.eos_mask(steps, delayed.device)] = self.eos_id
         bad_code = codes_at & ((delayed < 0) | (delayed >= self.codebook_size))
         bad_special = ~codes_at & (delayed != expected_special)
-        for bad, what in ((bad_code, "a code"), (bad_special, "BOS at step 0 / PAD in gaps")):
+        what_special = "BOS at step 0 / PAD in gaps" + (" / EOS after the last frame" if self.eos else "")
+        for bad, what in ((bad_code, "a code"), (bad_special, what_special)):
             if bool(bad.any()):
                 index = tuple(int(i) for i in bad.nonzero()[0])
                 raise ValueError(
@@ -96,9 +119,10 @@ class DelayPattern:
         )
 
     def target_mask(self, delayed: torch.Tensor) -> torch.Tensor:
-        """Bool mask, True where a token is a real code (``< codebook_size``): the positions that carry loss."""
+        """Bool mask of the positions that carry loss: real codes (``< codebook_size``), and EOS with ``eos``."""
         self._check_codebook_axis(delayed, "delayed")
-        return delayed < self.codebook_size
+        mask = delayed < self.codebook_size
+        return mask | (delayed == self.eos_id) if self.eos else mask
 
     def _check_codebook_axis(self, tensor: torch.Tensor, name: str) -> None:
         if tensor.dtype.is_floating_point or tensor.dtype.is_complex or tensor.dtype == torch.bool:

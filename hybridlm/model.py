@@ -11,10 +11,17 @@ parameters.
 Token layout: ``tokens[b, q, s]`` is the delayed sequence of :mod:`hybridlm.delay` (8 codebooks x steps, ids
 0..1023 codes, 1024 PAD, 1025 BOS, 1026 EOS). The input at step s is the *sum* of 8 per-codebook embeddings; each
 codebook has its own 1027-way output head; ``logits[b, q, s]`` predicts ``tokens[b, q, s + 1]``.
+
+Text conditioning (``config.text.layers > 0``, the text-to-speech stages): a small bidirectional text encoder over
+character ids, and gated cross-attention into its states after the decoder layers in ``text.cross_attention_layers``.
+The gates start at 0, so a freshly built conditioned model computes exactly what the same decoder computes without
+text, which is what lets it start from an unconditional checkpoint (warm start) and what classifier-free guidance
+uses as its "no text" branch: an empty (all-pad) text row switches the cross-attention off for that row.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field, fields
 from typing import Literal
@@ -25,7 +32,7 @@ from torch import nn
 
 from hybridlm.delay import NUM_SPECIAL, DelayPattern
 from hybridlm.ops.gated_delta import gated_delta_rule
-from hybridlm.params import ParamError, check_limits
+from hybridlm.params import ParamError, check_limits, parse_section
 
 NORM_EPS = 1e-6  # block and QK RMSNorms
 GDN_NORM_EPS = 1e-5  # per-head gated output norm of the GDN layers
@@ -37,6 +44,25 @@ LAYER_KINDS = {"L": "gdn", "A": "attention"}
 # ----------------------------------------------------------------------------------------------------------------
 # Config
 # ----------------------------------------------------------------------------------------------------------------
+TEXT_PAD_ID = 0  # text id 0 pads a batch of texts; a row of pads only = no text (hybridlm.text agrees)
+TEXT_PARTS = ("text_encoder.", "cross_attention.")  # state-dict prefixes of the text-conditioning weights
+
+
+@dataclass(frozen=True)
+class TextConfig:
+    """Text conditioning (params.yaml ``tts_model:``, ``ModelConfig.text``). ``layers: 0`` = none: the model is
+    then the unconditional model, parameter for parameter."""
+
+    layers: int = field(default=0, metadata={"min": 0})  # text encoder blocks; 0 = no text conditioning
+    d_model: int = field(default=256, metadata={"min": 1})  # text encoder width
+    n_heads: int = field(default=4, metadata={"min": 1})  # text encoder self-attention heads
+    d_ff: int = field(default=1024, metadata={"min": 1})
+    vocab_size: int = field(default=256, metadata={"min": 3})  # text ids < this (pad 0, unk 1, characters)
+    cross_heads: int = field(default=1, metadata={"min": 1})  # heads of each decoder cross-attention
+    # Decoder layers (0-based) followed by a cross-attention into the text; null = the attention (A) layers.
+    cross_attention_layers: list[int] | None = field(default=None, metadata={"min": 0})
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """params.yaml ``model:``. Field limits live in the metadata; cross-field rules in ``__post_init__``."""
@@ -55,6 +81,7 @@ class ModelConfig:
     num_codebooks: int = field(default=8, metadata={"min": 1})
     codebook_size: int = field(default=1024, metadata={"min": 1})
     context: int = field(default=1024, metadata={"min": 2})  # delayed steps per training row
+    text: TextConfig = field(default_factory=TextConfig)  # set from tts_model: by the text-to-speech stages
 
     def __post_init__(self) -> None:
         # parse_section checks the limits already; repeating them here also guards configs built in code
@@ -85,6 +112,39 @@ class ModelConfig:
                 f"params.yaml: 'model.context' ({self.context}) must exceed 'model.num_codebooks' "
                 f"({self.num_codebooks}) so that a training row holds at least one frame"
             )
+        if self.text.layers:
+            self._check_text()
+
+    def _check_text(self) -> None:
+        text, section = self.text, "tts_model"
+        for f in fields(text):
+            check_limits(f.metadata, getattr(text, f.name), f"{section}.{f.name}")
+        if text.d_model % text.n_heads:
+            raise ParamError(f"params.yaml: '{section}.d_model' ({text.d_model}) must be divisible by "
+                             f"'{section}.n_heads' ({text.n_heads})")
+        if self.d_model % text.cross_heads:
+            raise ParamError(f"params.yaml: 'model.d_model' ({self.d_model}) must be divisible by "
+                             f"'{section}.cross_heads' ({text.cross_heads})")
+        listed = text.cross_attention_layers
+        if listed is not None:
+            bad = [i for i in listed if not 0 <= i < len(self.schedule)]
+            if not listed or bad or len(set(listed)) != len(listed):
+                raise ParamError(
+                    f"params.yaml: '{section}.cross_attention_layers' must be distinct decoder layer indices in "
+                    f"[0, {len(self.schedule) - 1}] (schedule {self.schedule}), or null for the attention layers; "
+                    f"got {listed}"
+                )
+
+    @property
+    def cross_layers(self) -> tuple[int, ...]:
+        """Decoder layers followed by a cross-attention: the listed ones, else the attention layers (the last layer
+        when the schedule has none); () without text conditioning."""
+        if not self.text.layers:
+            return ()
+        if self.text.cross_attention_layers is not None:
+            return tuple(sorted(self.text.cross_attention_layers))
+        attention = tuple(i for i, c in enumerate(self.schedule) if c == "A")
+        return attention or (len(self.schedule) - 1,)
 
     @property
     def layer_types(self) -> tuple[str, ...]:
@@ -98,6 +158,19 @@ class ModelConfig:
     @property
     def vocab_size(self) -> int:
         return self.codebook_size + NUM_SPECIAL
+
+
+def with_text(config: ModelConfig, text: TextConfig) -> ModelConfig:
+    """The text-to-speech model: the ``model:`` decoder plus the ``tts_model:`` section, which must enable text."""
+    if not text.layers:
+        raise ParamError("params.yaml: 'tts_model.layers' must be >= 1 for the text-to-speech stages (0 would "
+                         "train a model that ignores the text)")
+    return dataclasses.replace(config, text=text)
+
+
+def config_from_dict(raw: dict) -> ModelConfig:
+    """A ModelConfig from its ``dataclasses.asdict`` form (as checkpoints store it), nested text section included."""
+    return parse_section(ModelConfig, {"model": raw}, "model")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -172,11 +245,24 @@ class GDNCache:
 
 
 @dataclass
+class CrossCache:
+    """One cross-attention's keys and values over the text ``[B, heads, text_len, head_dim]``, computed once per
+    prompt; ``attend [B, 1, 1, text_len]`` masks padding, ``has_text [B]`` is False for rows without text."""
+
+    k: torch.Tensor
+    v: torch.Tensor
+    attend: torch.Tensor
+    has_text: torch.Tensor
+
+
+@dataclass
 class ModelCache:
-    """Per-layer caches plus the number of steps already consumed (the RoPE offset). ``forward`` updates it."""
+    """Per-layer caches plus the number of steps already consumed (the RoPE offset). ``forward`` updates it.
+    ``cross`` holds the text keys/values per cross-attention layer (empty: no text)."""
 
     layers: list[KVCache | GDNCache]
     length: int = 0
+    cross: dict[int, CrossCache] = field(default_factory=dict)
 
     @property
     def batch_size(self) -> int:
@@ -331,6 +417,120 @@ class GDNBlock(nn.Module):
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# Text conditioning: a bidirectional text encoder and gated cross-attention into its states
+# ----------------------------------------------------------------------------------------------------------------
+def sinusoid_positions(length: int, dim: int, device: torch.device | str | None = None) -> torch.Tensor:
+    """``[length, dim]`` sine/cosine absolute positions (first half sin, second half cos), scaled to INIT_STD.
+
+    Why absolute positions in the text encoder: cross-attention has to find *where* in the text the audio is, and a
+    bidirectional encoder has no causal mask to count positions from. Why the scale: at 1 the positions would drown
+    the N(0, INIT_STD) character embeddings (50x larger) at the start of training.
+    """
+    half = dim // 2
+    inv_freq = 10000.0 ** (-torch.arange(half, device=device, dtype=torch.float32) / max(half, 1))
+    angles = torch.arange(length, device=device, dtype=torch.float32)[:, None] * inv_freq[None, :]
+    out = torch.zeros(length, dim, device=device)
+    out[:, :half], out[:, half : 2 * half] = angles.sin(), angles.cos()
+    return out * INIT_STD
+
+
+class TextEncoderBlock(nn.Module):
+    """Pre-norm bidirectional transformer block: h = x + attn(norm(x)) over the non-pad positions; h + mlp(norm(h))."""
+
+    def __init__(self, text: TextConfig) -> None:
+        super().__init__()
+        self.n_heads, self.head_dim = text.n_heads, text.d_model // text.n_heads
+        self.attn_norm = RMSNorm(text.d_model)
+        self.qkv_proj = nn.Linear(text.d_model, 3 * text.d_model, bias=False)
+        self.o_proj = nn.Linear(text.d_model, text.d_model, bias=False)
+        self.mlp_norm = RMSNorm(text.d_model)
+        self.mlp = SwiGLU(text.d_model, text.d_ff)
+
+    def forward(self, x: torch.Tensor, attend: torch.Tensor) -> torch.Tensor:
+        batch, length, width = x.shape
+        q, k, v = self.qkv_proj(self.attn_norm(x)).view(batch, length, 3, self.n_heads, self.head_dim).unbind(2)
+        out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+                                             attn_mask=attend)
+        h = x + self.o_proj(out.transpose(1, 2).reshape(batch, length, width))
+        return h + self.mlp(self.mlp_norm(h))
+
+
+class TextEncoder(nn.Module):
+    """Character ids ``[B, L]`` (TEXT_PAD_ID = padding) -> states ``[B, L, text.d_model]`` and the mask of real ids.
+
+    Bidirectional: every character sees the whole sentence (its neighbours decide how it sounds). A row with no
+    text at all attends over its pads, so its states stay finite; the cross-attention ignores such rows.
+    """
+
+    def __init__(self, text: TextConfig) -> None:
+        super().__init__()
+        self.vocab_size = text.vocab_size
+        self.embed = nn.Embedding(text.vocab_size, text.d_model)
+        self.layers = nn.ModuleList(TextEncoderBlock(text) for _ in range(text.layers))
+        self.norm = RMSNorm(text.d_model)
+
+    def forward(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if ids.ndim != 2 or ids.shape[1] < 1 or ids.dtype not in (torch.long, torch.int32):
+            raise ValueError(f"TextEncoder: text must be int64/int32 ids [batch, length >= 1], got "
+                             f"{ids.dtype} {tuple(ids.shape)}")
+        low, high = int(ids.min()), int(ids.max())
+        if low < 0 or high >= self.vocab_size:
+            raise ValueError(f"TextEncoder: text ids must lie in [0, {self.vocab_size}) (tts_model.vocab_size), "
+                             f"got [{low}, {high}]")
+        mask = ids != TEXT_PAD_ID
+        attend = (mask | ~mask.any(dim=1, keepdim=True))[:, None, None, :]
+        x = self.embed(ids) + sinusoid_positions(ids.shape[1], self.embed.embedding_dim, ids.device).to(
+            self.embed.weight.dtype)
+        for layer in self.layers:
+            x = layer(x, attend)
+        return self.norm(x), mask
+
+
+class CrossAttention(nn.Module):
+    """x + tanh(gate) * o(attn(q = norm(x), k/v = text states)): pre-norm, gated residual with the gate at 0.
+
+    Why a gate initialised to 0 (as Flamingo): at step 0 the conditioned model is exactly the decoder it starts
+    from, so a warm start loses nothing, and the gate opens only as fast as the text proves useful. Rows without
+    text (``has_text`` False: dropped for classifier-free guidance) get no contribution, i.e. the plain decoder.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        d, text_d = config.d_model, config.text.d_model
+        self.n_heads, self.head_dim = config.text.cross_heads, d // config.text.cross_heads
+        self.norm = RMSNorm(d)
+        self.q_proj = nn.Linear(d, d, bias=False)
+        self.k_proj = nn.Linear(text_d, d, bias=False)
+        self.v_proj = nn.Linear(text_d, d, bias=False)
+        self.o_proj = nn.Linear(d, d, bias=False)
+        self.gate = nn.Parameter(torch.zeros(1))
+
+    def memory(self, states: torch.Tensor, mask: torch.Tensor) -> CrossCache:
+        """Keys and values of the text states (what generation computes once per prompt)."""
+        batch, length, _ = states.shape
+        k = self.k_proj(states).view(batch, length, self.n_heads, self.head_dim).transpose(1, 2)
+        v = self.v_proj(states).view(batch, length, self.n_heads, self.head_dim).transpose(1, 2)
+        has_text = mask.any(dim=1)
+        attend = (mask | ~has_text[:, None])[:, None, None, :]  # a textless row attends over pads: finite, then 0
+        return CrossCache(k=k, v=v, attend=attend, has_text=has_text)
+
+    def forward(self, x: torch.Tensor, memory: CrossCache, alignments: list | None = None) -> torch.Tensor:
+        batch, steps, d = x.shape
+        q = self.q_proj(self.norm(x)).view(batch, steps, self.n_heads, self.head_dim).transpose(1, 2)
+        k, v = memory.k.to(q.dtype), memory.v.to(q.dtype)
+        if alignments is None:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=memory.attend)
+        else:  # explicit softmax, to hand out the weights [B, heads, steps, text_len] (alignment plots)
+            scores = (q @ k.transpose(-1, -2)) * self.head_dim**-0.5
+            weights = scores.float().masked_fill(~memory.attend, float("-inf")).softmax(dim=-1).to(q.dtype)
+            alignments.append(weights)
+            out = weights @ v
+        out = self.o_proj(out.transpose(1, 2).reshape(batch, steps, d))
+        gate = torch.tanh(self.gate) * memory.has_text.to(x.dtype)[:, None, None]
+        return x + gate.to(x.dtype) * out
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # The model
 # ----------------------------------------------------------------------------------------------------------------
 class HybridLM(nn.Module):
@@ -350,9 +550,29 @@ class HybridLM(nn.Module):
         # one matmul.
         self.heads = nn.Linear(d, n_q * vocab, bias=False)
         self.register_buffer("codebook_offsets", torch.arange(n_q) * vocab, persistent=False)
-        for module in self.modules():
-            if isinstance(module, (nn.Linear, nn.Embedding)):
-                nn.init.normal_(module.weight, mean=0.0, std=INIT_STD)
+        init_normal(self)
+        if config.text.layers:  # built and drawn after the decoder: same seed, same decoder weights as without text
+            self.text_encoder = TextEncoder(config.text)
+            self.cross_attention = nn.ModuleDict({str(i): CrossAttention(config) for i in config.cross_layers})
+            init_normal(self.text_encoder)
+            init_normal(self.cross_attention)
+
+    def load_decoder_state(self, state: dict[str, torch.Tensor], source: str) -> None:
+        """Warm start: an unconditional model's weights (``state``, from ``source``) into this model's decoder; the
+        text encoder and cross-attentions keep their fresh init (zero gates: the result computes exactly what the
+        unconditional model computes). Anything but exactly the text parts missing is an error naming ``source``."""
+        fresh = {k for k in self.state_dict() if k.startswith(TEXT_PARTS)}
+        foreign = sorted(k for k in state if k.startswith(TEXT_PARTS))
+        if foreign:
+            raise ValueError(f"{source}: already has text-conditioning weights ({foreign[0]}, ...); a warm start "
+                             f"takes an unconditional checkpoint")
+        try:
+            missing, unexpected = self.load_state_dict(state, strict=False)
+        except RuntimeError as exc:  # shape mismatches
+            raise ValueError(f"{source}: its weights do not fit this decoder: {exc}") from exc
+        if set(missing) != fresh or unexpected:
+            wrong = sorted(set(missing) - fresh) + sorted(unexpected)
+            raise ValueError(f"{source}: its weights do not match this decoder (differs at {wrong[:5]})")
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -364,11 +584,16 @@ class HybridLM(nn.Module):
             counts[f"layer {i} ({letter})"] = sum(p.numel() for p in layer.parameters())
         counts["final norm"] = self.norm.weight.numel()
         counts["heads"] = self.heads.weight.numel()
+        if self.config.text.layers:
+            counts["text encoder"] = sum(p.numel() for p in self.text_encoder.parameters())
+            for i, cross in self.cross_attention.items():
+                counts[f"cross-attention after layer {i}"] = sum(p.numel() for p in cross.parameters())
         return counts
 
     def new_cache(self, batch_size: int, device: torch.device | str | None = None,
-                  dtype: torch.dtype | None = None) -> ModelCache:
-        """An empty cache (zero conv history and state = what the full forward assumes before step 0)."""
+                  dtype: torch.dtype | None = None, text: torch.Tensor | None = None) -> ModelCache:
+        """An empty cache (zero conv history and state = what the full forward assumes before step 0). With ``text``
+        (ids ``[batch_size, L]``) the text is encoded and every cross-attention's keys/values computed here, once."""
         weight = self.heads.weight
         device = weight.device if device is None else device
         dtype = weight.dtype if dtype is None else dtype
@@ -384,9 +609,21 @@ class HybridLM(nn.Module):
             else:
                 empty = torch.zeros(batch_size, cfg.n_kv_heads, 0, cfg.head_dim, device=device, dtype=dtype)
                 layers.append(KVCache(k=empty, v=empty.clone()))
-        return ModelCache(layers=layers)
+        cross = {} if text is None else self.text_memories(text.to(device), batch_size)
+        return ModelCache(layers=layers, cross=cross)
 
-    def forward(self, tokens: torch.Tensor, cache: ModelCache | None = None, *, heads: bool = True) -> torch.Tensor:
+    def text_memories(self, text: torch.Tensor, batch_size: int) -> dict[int, CrossCache]:
+        """Encode ``text [B, L]`` and compute each cross-attention's keys/values: ``{decoder layer: CrossCache}``."""
+        if not self.config.text.layers:
+            raise ValueError("HybridLM: this model has no text conditioning (tts_model.layers is 0); it cannot "
+                             "take a text")
+        if text.shape[0] != batch_size:
+            raise ValueError(f"HybridLM: text has batch size {text.shape[0]}, tokens/cache have {batch_size}")
+        states, mask = self.text_encoder(text)
+        return {int(i): cross.memory(states, mask) for i, cross in self.cross_attention.items()}
+
+    def forward(self, tokens: torch.Tensor, cache: ModelCache | None = None, *, heads: bool = True,
+                text: torch.Tensor | None = None, alignments: list | None = None) -> torch.Tensor:
         """``tokens [B, n_q, S]`` (delayed ids) -> ``logits [B, n_q, S, vocab]``.
 
         Without a cache: the full causal forward (training). With a cache: continues after ``cache.length`` steps
@@ -394,6 +631,9 @@ class HybridLM(nn.Module):
         the final-normed hidden states ``[B, S, d]`` instead: training feeds them to
         hybridlm.ops.cross_entropy.heads_cross_entropy, which applies the heads chunk by chunk (a flag rather than a
         second method so that a DDP wrapper still sees the forward).
+        ``text [B, L]``: ids to condition on (cached decoding takes the text in :meth:`new_cache` instead); no text,
+        or an all-pad row, is the decoder alone. ``alignments``: a list that receives each cross-attention's weights
+        ``[B, heads, S, L]`` in layer order.
         """
         cfg = self.config
         if tokens.ndim != 3 or tokens.shape[1] != cfg.num_codebooks or tokens.shape[2] < 1:
@@ -407,10 +647,15 @@ class HybridLM(nn.Module):
         batch, _, steps = tokens.shape
         if cache is not None and cache.batch_size != batch:
             raise ValueError(f"HybridLM: cache is for batch size {cache.batch_size}, tokens have {batch}")
+        if text is not None and cache is not None:
+            raise ValueError("HybridLM: with a cache, pass the text to new_cache (its keys/values are cached once)")
+        memories = self.text_memories(text, batch) if text is not None else {} if cache is None else cache.cross
         offset = 0 if cache is None else cache.length
         x = self.embed(tokens + self.codebook_offsets[None, :, None]).sum(dim=1)  # [B, S, d]
         for i, layer in enumerate(self.layers):
             x = layer(x, offset, None if cache is None else cache.layers[i])
+            if i in memories:
+                x = self.cross_attention[str(i)](x, memories[i], alignments)
         if cache is not None:
             cache.length += steps
         hidden = self.norm(x)
@@ -429,23 +674,88 @@ class HybridLM(nn.Module):
         never be sampled), with temperature (0 = greedy) and top-k. ``generator`` (on the model's device) makes
         the draw reproducible.
         """
-        cfg = self.config
         if num_frames < 1 or batch_size < 1:
             raise ValueError(f"generate: num_frames and batch_size must be >= 1, got {num_frames}, {batch_size}")
+        seq, _ = self._sample(num_frames, batch_size, temperature, top_k, generator, None, 1.0, stop_on_eos=False)
+        return DelayPattern(self.config.num_codebooks, self.config.codebook_size).revert(seq)
+
+    @torch.no_grad()
+    def speak(self, text: torch.Tensor, max_frames: int, temperature: float = 1.0, top_k: int = 250,
+              generator: torch.Generator | None = None, cfg_scale: float = 1.0
+              ) -> tuple[list[torch.Tensor], list[bool]]:
+        """Read ``text [B, L]`` aloud: per row, codes ``[n_q, T_b]`` up to the EOS the model samples, and whether it
+        sampled one (False: stopped by the ``max_frames`` guard).
+
+        Codebook 0 may sample EOS (from frame 1 on); once it has, the other codebooks finish that frame's delayed
+        codes and take their EOS steps from the pattern, and the row is done. ``cfg_scale`` != 1 mixes logits
+        with classifier-free guidance: ``uncond + cfg_scale * (cond - uncond)``, the unconditional branch being the
+        same rows with the text dropped (batched with the conditional ones); 1 is plain conditional sampling.
+        """
+        if max_frames < 1:
+            raise ValueError(f"speak: max_frames must be >= 1, got {max_frames}")
+        if cfg_scale < 0:
+            raise ValueError(f"speak: cfg_scale must be >= 0, got {cfg_scale}")
+        seq, ends = self._sample(max_frames, text.shape[0], temperature, top_k, generator, text, cfg_scale,
+                                 stop_on_eos=True)
+        pattern = DelayPattern(self.config.num_codebooks, self.config.codebook_size, eos=True)
+        codes = [pattern.revert(seq[b, :, : pattern.num_steps(int(end))]) for b, (end, _) in enumerate(ends)]
+        return codes, [bool(sampled) for _, sampled in ends]
+
+    def _sample(self, max_frames: int, batch_size: int, temperature: float, top_k: int,
+                generator: torch.Generator | None, text: torch.Tensor | None, cfg_scale: float,
+                stop_on_eos: bool) -> tuple[torch.Tensor, list[tuple[int, bool]]]:
+        """The decoding loop behind :meth:`generate` (fixed length) and :meth:`speak` (until EOS).
+
+        Returns the delayed sequences ``[B, n_q, steps]`` and per row (frames, ended by a sampled EOS). Rows that
+        are done keep receiving PAD steps until every row is; those steps are cut off by the callers.
+        """
+        cfg = self.config
         if temperature < 0 or top_k < 1:
             raise ValueError(f"generate: need temperature >= 0 and top_k >= 1, got {temperature}, {top_k}")
-        pattern = DelayPattern(cfg.num_codebooks, cfg.codebook_size)
+        pattern = DelayPattern(cfg.num_codebooks, cfg.codebook_size, eos=stop_on_eos)
         device = self.heads.weight.device
-        total = pattern.num_steps(num_frames)
-        code_at = pattern.code_mask(total, device)  # [n_q, steps]
+        total = pattern.num_steps(max_frames)
         seq = torch.full((batch_size, cfg.num_codebooks, total), pattern.pad_id, dtype=torch.long, device=device)
         seq[..., 0] = pattern.bos_id
-        cache = self.new_cache(batch_size, device)
+        guided = text is not None and cfg_scale != 1.0
+        if guided:  # rows B.. are the same prompts without text: one batched forward gives both branches
+            text = torch.cat([text, torch.full_like(text, TEXT_PAD_ID)])
+        cache = self.new_cache(batch_size * (2 if guided else 1), device, text=text)
+        # ends[b]: frames of row b once known (-1 until codebook 0 samples EOS); fixed without EOS.
+        ends = torch.full((batch_size,), -1 if stop_on_eos else max_frames, dtype=torch.long, device=device)
+        sampled_eos = torch.zeros(batch_size, dtype=torch.bool, device=device)
+        frame_of = torch.arange(cfg.num_codebooks, device=device)
         for t in range(1, total):
-            logits = self(seq[..., t - 1 : t], cache)[:, :, -1, : cfg.codebook_size]
-            codes = sample_codes(logits, temperature, top_k, generator)
-            seq[..., t] = torch.where(code_at[:, t], codes, pattern.pad_id)
-        return pattern.revert(seq)
+            step = seq[..., t - 1 : t]
+            logits = self(torch.cat([step, step]) if guided else step, cache)[:, :, -1]
+            if guided:
+                cond, uncond = logits.float().chunk(2)
+                logits = uncond + cfg_scale * (cond - uncond)
+            choices = logits[..., : cfg.codebook_size]
+            if stop_on_eos:  # column codebook_size = EOS: only codebook 0 may choose it, and not as the first frame
+                eos = torch.full_like(choices[..., :1], float("-inf"))
+                if t > 1:
+                    eos[:, 0] = logits[:, 0, pattern.eos_id : pattern.eos_id + 1]
+                choices = torch.cat([choices, eos], dim=-1)
+            codes = sample_codes(choices, temperature, top_k, generator)
+            if stop_on_eos:
+                chose = (codes[:, 0] == cfg.codebook_size) & (ends < 0)
+                sampled_eos |= chose
+                ends = torch.where(chose | ((ends < 0) & (t - 1 == max_frames)), t - 1, ends)
+            frame = (t - 1 - frame_of)[None, :]  # [1, n_q]
+            end = ends[:, None]
+            is_code = (frame >= 0) & ((end < 0) | (frame < end))
+            is_eos = stop_on_eos & (end >= 0) & (frame == end)
+            seq[..., t] = torch.where(is_code, codes, torch.where(is_eos, pattern.eos_id, pattern.pad_id))
+            if bool((ends >= 0).all()) and t >= int(ends.max()) + cfg.num_codebooks:
+                break
+        return seq, [(int(e), bool(s)) for e, s in zip(ends, sampled_eos)]
+
+def init_normal(module: nn.Module) -> None:
+    """Every Linear and Embedding weight in ``module`` as N(0, INIT_STD), in module order."""
+    for sub in module.modules():
+        if isinstance(sub, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(sub.weight, mean=0.0, std=INIT_STD)
 
 
 def sample_codes(logits: torch.Tensor, temperature: float, top_k: int,
@@ -464,17 +774,23 @@ def sample_codes(logits: torch.Tensor, temperature: float, top_k: int,
 # ----------------------------------------------------------------------------------------------------------------
 # Loss and optimizer helpers
 # ----------------------------------------------------------------------------------------------------------------
-def codebook_target_counts(targets: torch.Tensor, codebook_size: int) -> torch.Tensor:
-    """Valid targets (ids < codebook_size) per codebook of ``targets [B, n_q, S]``: the loss's normalisers."""
-    return ((targets >= 0) & (targets < codebook_size)).sum(dim=(0, 2))
+def codebook_target_counts(targets: torch.Tensor, codebook_size: int,
+                           valid: torch.Tensor | None = None) -> torch.Tensor:
+    """Valid targets (ids < codebook_size, or ``valid``) per codebook of ``targets [B, n_q, S]``: the loss's
+    normalisers."""
+    if valid is None:
+        valid = (targets >= 0) & (targets < codebook_size)
+    return valid.sum(dim=(0, 2))
 
 
 def codebook_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, codebook_size: int | None = None,
-                           counts: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                           counts: torch.Tensor | None = None,
+                           valid: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Cross-entropy per codebook over its valid targets (ids < codebook_size), and the mean over codebooks.
 
-    ``logits [B, n_q, S, vocab]``, ``targets [B, n_q, S]``. PAD/BOS/EOS targets carry no loss. Averaging per
-    codebook first (rather than over all valid tokens) weighs every codebook equally, which is also what the
+    ``logits [B, n_q, S, vocab]``, ``targets [B, n_q, S]``. PAD/BOS/EOS targets carry no loss, unless ``valid``
+    (the delay pattern's ``target_mask``, which counts EOS in the text-to-speech path) says otherwise. Averaging
+    per codebook first (rather than over all valid tokens) weighs every codebook equally, which is also what the
     per-codebook report and perplexity exp(CE) describe. ``codebook_size`` defaults to vocab - 3 special ids.
     ``counts`` (``[n_q]``) replaces this batch's valid-target counts as the divisors: a data-parallel rank passes
     the global batch's (:func:`codebook_target_counts`), so that the ranks' losses add up to the global loss.
@@ -486,7 +802,8 @@ def codebook_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, codebook
                          f"{tuple(logits.shape)} and {tuple(targets.shape)}")
     vocab = logits.shape[-1]
     codebook_size = vocab - NUM_SPECIAL if codebook_size is None else codebook_size
-    valid = (targets >= 0) & (targets < codebook_size)
+    if valid is None:
+        valid = (targets >= 0) & (targets < codebook_size)
     counts = valid.sum(dim=(0, 2)) if counts is None else counts
     if bool((counts == 0).any()):
         raise ValueError(f"codebook_cross_entropy: codebook(s) {counts.eq(0).nonzero().flatten().tolist()} have no "
@@ -506,7 +823,8 @@ def no_decay_parameter_names(model: nn.Module) -> set[str]:
     code occurs, so decay would shrink rare codes' rows toward 0 between uses. Projection matrices, the output
     heads and the conv filters are decayed.
     """
-    return {name for name, p in model.named_parameters() if p.ndim < 2 or name.startswith("embed.")}
+    return {name for name, p in model.named_parameters()
+            if p.ndim < 2 or name.startswith(("embed.", "text_encoder.embed."))}
 
 
 def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:

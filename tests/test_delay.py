@@ -47,7 +47,7 @@ def test_roundtrip_and_target_counts(shape):
     assert torch.equal(mask.sum(-1), torch.full(shape[:-1], frames))  # every codebook: exactly T targets
     assert torch.equal(mask, pattern.code_mask(frames + 8)[:, 1:].expand_as(mask))
     assert bool((delayed[..., 0] == B).all())
-    assert int((delayed == 1026).sum()) == 0  # EOS is reserved, never built
+    assert int((delayed == 1026).sum()) == 0  # no EOS without eos=True
 
 
 def test_build_rejects_bad_input():
@@ -83,3 +83,33 @@ def test_revert_rejects_misaligned_sequences():
     no_bos[0, 0] = P
     with pytest.raises(ValueError, match=r"position \(0, 0\)"):
         pattern.revert(no_bos)
+
+
+E = 1026  # EOS
+
+
+def test_eos_worked_example_roundtrip_and_targets():
+    """With eos=True each codebook gets EOS one (delayed) frame after its last code, and EOS is a target."""
+    pattern = DelayPattern(num_codebooks=3, codebook_size=1024, eos=True)
+    codes = torch.tensor([[10, 11], [20, 21], [30, 31]])
+    expected = torch.tensor(
+        [
+            [B, 10, 11, E, P, P],
+            [B, P, 20, 21, E, P],
+            [B, P, P, 30, 31, E],
+        ]
+    )
+    delayed = pattern.build(codes)
+    assert torch.equal(delayed, expected)
+    assert pattern.num_steps(2) == 6 and pattern.num_frames(6) == 2
+    assert torch.equal(pattern.revert(delayed), codes)
+    assert torch.equal(pattern.eos_mask(6), expected == E)
+    mask = pattern.target_mask(delayed[:, 1:])
+    assert torch.equal(mask.sum(-1), torch.full((3,), 3))  # T codes + EOS per codebook
+    assert not bool(DelayPattern(3, 1024).eos_mask(6).any())
+    missing_eos = delayed.clone()
+    missing_eos[1, 4] = P
+    with pytest.raises(ValueError, match=r"position \(1, 4\) .* holds 1024 where the pattern expects .*EOS after"):
+        pattern.revert(missing_eos)
+    with pytest.raises(ValueError, match="at least 5 steps"):
+        pattern.revert(delayed[:, :4])

@@ -1,0 +1,359 @@
+"""Text conditioning in the model: config, parameter budget, exact identity at init / warm start, padding, cached
+decoding with text, EOS stopping, classifier-free guidance, and a model-level proof that the text is used.
+
+Tolerances as in test_model.py: "exactly" means torch.equal (the gates are 0, so the cross-attention adds exact
+zeros); cached vs full forward within 1e-5 absolute.
+"""
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import torch
+
+from hybridlm.delay import DelayPattern
+from hybridlm.model import (
+    TEXT_PAD_ID,
+    HybridLM,
+    ModelConfig,
+    TextConfig,
+    codebook_cross_entropy,
+    config_from_dict,
+    no_decay_parameter_names,
+    parameter_groups,
+    with_text,
+)
+from hybridlm.config import load_params, section
+from hybridlm.params import ParamError
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = dict(d_model=32, d_ff=48, n_heads=4, n_kv_heads=2, gdn_key_dim=8, gdn_value_dim=12, context=64,
+            gdn_backend="torch_chunk")
+TEXT = TextConfig(layers=2, d_model=24, n_heads=2, d_ff=40, vocab_size=40, cross_heads=2)
+
+
+def tiny(schedule: str = "LA", text: TextConfig | None = TEXT, seed: int = 0, **overrides) -> HybridLM:
+    torch.manual_seed(seed)
+    config = ModelConfig(schedule=schedule, **{**TINY, **overrides}, text=text or TextConfig())
+    return HybridLM(config).eval()
+
+
+def open_gates(model: HybridLM, value: float = 0.7) -> HybridLM:
+    """A conditioned model whose cross-attentions contribute (as after training)."""
+    with torch.no_grad():
+        for cross in model.cross_attention.values():
+            cross.gate.fill_(value)
+    return model
+
+
+def texts(*rows: list[int]) -> torch.Tensor:
+    width = max(len(r) for r in rows)
+    return torch.tensor([r + [TEXT_PAD_ID] * (width - len(r)) for r in rows])
+
+
+def random_tokens(batch: int, steps: int, seed: int = 0) -> torch.Tensor:
+    return torch.randint(0, 1027, (batch, 8, steps), generator=torch.Generator().manual_seed(seed))
+
+
+# ---------------------------------------------------------------------------------------------------- config
+def test_default_model_is_unchanged_and_tts_adds_reported_parameters():
+    params = load_params(REPO / "params.yaml")
+    base = section(params, "model")
+    assert base.text == TextConfig() and base.cross_layers == ()
+    with torch.device("meta"):
+        assert HybridLM(base).num_parameters() == 21_905_416
+        tts = HybridLM(dataclasses.replace(base, text=TextConfig(layers=4)))
+    counts = tts.parameter_counts()
+    assert sum(counts.values()) == tts.num_parameters()
+    assert tts.config.cross_layers == (3, 7)  # default: after the two attention layers
+    # 4 blocks at d 256 (qkv 3*256^2, o 256^2, SwiGLU 3*256*1024, 2 norms) + 256x256 embedding + final norm
+    block = 4 * 256 * 256 + 3 * 256 * 1024 + 2 * 256
+    assert counts["text encoder"] == 4 * block + 256 * 256 + 256
+    # cross-attention: q, o 384^2; k, v 256->384; norm 384; gate 1
+    assert counts["cross-attention after layer 3"] == counts["cross-attention after layer 7"] == (
+        2 * 384 * 384 + 2 * 256 * 384 + 384 + 1)
+    assert tts.num_parameters() - 21_905_416 == counts["text encoder"] + 2 * counts["cross-attention after layer 3"]
+
+
+@pytest.mark.parametrize("text, message", [
+    (TextConfig(layers=1, d_model=30, n_heads=4), r"'tts_model\.d_model' \(30\) must be divisible by 'tts_model"),
+    (TextConfig(layers=1, cross_heads=5), r"'model\.d_model' \(32\) must be divisible by 'tts_model\.cross_heads'"),
+    (TextConfig(layers=1, cross_attention_layers=[2]), r"'tts_model\.cross_attention_layers' must be distinct .*"
+                                                       r"\[0, 1\].*got \[2\]"),
+    (TextConfig(layers=1, cross_attention_layers=[]), r"cross_attention_layers"),
+    (TextConfig(layers=1, cross_attention_layers=[0, 0]), r"cross_attention_layers"),
+    (TextConfig(layers=1, vocab_size=2), r"'tts_model\.vocab_size' must be >= 3"),
+])
+def test_text_config_errors_name_the_key(text, message):
+    with pytest.raises(ParamError, match=message):
+        ModelConfig(schedule="LA", **TINY, text=text)
+
+
+def test_tts_model_section_and_checkpoint_form():
+    params = load_params(REPO / "params.yaml")
+    base = section(params, "model")
+    with pytest.raises(ParamError, match="'tts_model.layers' must be >= 1"):
+        with_text(base, section({"tts_model": {"layers": 0}}, "tts_model"))
+    with pytest.raises(ParamError, match=r"unknown key 'tts_model\.width'"):
+        section({"tts_model": {"layers": 2, "width": 3}}, "tts_model")
+    config = with_text(base, section({"tts_model": {"layers": 2, "cross_attention_layers": [0, 7]}}, "tts_model"))
+    assert config.cross_layers == (0, 7) and config.d_model == 384
+    assert config_from_dict(dataclasses.asdict(config)) == config  # as checkpoints store it
+    assert ModelConfig(schedule="LLL", text=TextConfig(layers=1)).cross_layers == (2,)  # no A layer: the last
+
+
+# ---------------------------------------------------------------------------------------------------- identity at init
+def test_at_init_the_conditioned_model_is_the_unconditional_model_exactly():
+    plain, cond = tiny("LAL", text=None), tiny("LAL")
+    # Same seed, same decoder weights: the text parts are drawn after the decoder.
+    for name, value in plain.state_dict().items():
+        assert torch.equal(cond.state_dict()[name], value), name
+    tokens, text = random_tokens(2, 20), texts([3, 4, 5], [7, 8, 9, 10, 11])
+    with torch.no_grad():
+        expected = plain(tokens)
+        assert torch.equal(cond(tokens, text=text), expected)
+        assert torch.equal(cond(tokens), expected)
+
+
+def test_warm_start_gives_the_unconditional_checkpoints_logits_exactly():
+    plain = tiny("LA", text=None, seed=3)
+    with torch.no_grad():  # a "trained" unconditional model: weights away from the init
+        for p in plain.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    cond = tiny("LA", seed=11)
+    fresh_text = {k: v.clone() for k, v in cond.state_dict().items() if k.startswith("text_encoder.")}
+    cond.load_decoder_state(plain.state_dict(), "uncond.pt")
+    for name, value in fresh_text.items():
+        assert torch.equal(cond.state_dict()[name], value)  # the new parts keep their fresh init
+    tokens, text = random_tokens(3, 15), texts([1, 2], [5, 6, 7, 8], [9])
+    with torch.no_grad():
+        assert torch.equal(cond(tokens, text=text), plain(tokens))
+
+
+def test_warm_start_errors_name_the_source():
+    cond = tiny("LA")
+    with pytest.raises(ValueError, match="other.pt: already has text-conditioning weights"):
+        cond.load_decoder_state(tiny("LA").state_dict(), "other.pt")
+    with pytest.raises(ValueError, match="wide.pt: its weights do not fit this decoder"):
+        cond.load_decoder_state(tiny("LA", text=None, d_model=64).state_dict(), "wide.pt")
+    with pytest.raises(ValueError, match=r"deep.pt: its weights do not match this decoder .*layers\.2"):
+        cond.load_decoder_state(tiny("LAL", text=None).state_dict(), "deep.pt")
+
+
+# ---------------------------------------------------------------------------------------------------- with open gates
+def test_text_changes_logits_and_empty_text_is_the_decoder_alone():
+    model = open_gates(tiny("LA"))
+    tokens = random_tokens(2, 12)
+    with torch.no_grad():
+        a = model(tokens, text=texts([3, 4, 5], [3, 4, 5]))
+        b = model(tokens, text=texts([3, 4, 5], [6, 4, 5]))
+        none = model(tokens)
+        dropped = model(tokens, text=texts([3, 4, 5], [TEXT_PAD_ID]))
+    assert torch.equal(a[0], b[0]) and (a[1] - b[1]).abs().max() > 1e-3  # bidirectional: one char moves all steps
+    assert torch.equal(dropped[1], none[1]) and torch.equal(dropped[0], a[0])
+
+
+def test_text_padding_does_not_change_anything():
+    model = open_gates(tiny("LA"))
+    tokens = random_tokens(2, 10)
+    with torch.no_grad():
+        short = model(tokens, text=texts([3, 4, 5], [6, 7]))
+        padded = model(tokens, text=torch.cat([texts([3, 4, 5], [6, 7]), torch.zeros(2, 4, dtype=torch.long)], 1))
+    torch.testing.assert_close(padded, short, atol=1e-6, rtol=0)
+
+
+def test_causal_with_text():
+    model = open_gates(tiny("LA"))
+    tokens, text = random_tokens(2, 30), texts([3, 4, 5, 6], [7, 8])
+    changed = tokens.clone()
+    changed[..., 20:] = random_tokens(2, 10, seed=1)
+    with torch.no_grad():
+        before, after = model(tokens, text=text), model(changed, text=text)
+    torch.testing.assert_close(after[:, :, :20], before[:, :, :20], atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("schedule", ["LA", "AL"])
+def test_cached_decoding_with_text_matches_the_full_forward(schedule):
+    model = open_gates(tiny(schedule))
+    tokens, text = random_tokens(2, 17), texts([3, 4, 5, 6], [7, 8])
+    with torch.no_grad():
+        full = model(tokens, text=text)
+        cache = model.new_cache(2, text=text)
+        assert sorted(cache.cross) == list(model.config.cross_layers)
+        pieces = [model(tokens[..., :6], cache)] + [model(tokens[..., t : t + 1], cache) for t in range(6, 17)]
+    torch.testing.assert_close(torch.cat(pieces, dim=2), full, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="pass the text to new_cache"):
+        model(tokens[..., :1], model.new_cache(2), text=text)
+
+
+def test_alignments_are_distributions_over_the_real_characters():
+    model = open_gates(tiny("LAA", text=dataclasses.replace(TEXT, cross_attention_layers=[1, 2])))
+    weights: list[torch.Tensor] = []
+    with torch.no_grad():
+        plain = model(random_tokens(2, 9), text=texts([3, 4, 5], [6, 7, 8, 9, 10]))
+        again = model(random_tokens(2, 9), text=texts([3, 4, 5], [6, 7, 8, 9, 10]), alignments=weights)
+    torch.testing.assert_close(again, plain, atol=1e-5, rtol=0)  # explicit softmax path = SDPA path
+    assert len(weights) == 2 and weights[0].shape == (2, 2, 9, 5)
+    torch.testing.assert_close(weights[0].sum(-1), torch.ones(2, 2, 9))
+    assert torch.all(weights[0][0, :, :, 3:] == 0)  # the pads of the shorter text get no weight
+
+
+def test_text_errors():
+    model, plain = tiny("LA"), tiny("LA", text=None)
+    tokens = random_tokens(2, 4)
+    with pytest.raises(ValueError, match=r"text ids must lie in \[0, 40\) \(tts_model.vocab_size\), got \[0, 40\]"):
+        model(tokens, text=texts([3, 40], [4]))
+    with pytest.raises(ValueError, match="text has batch size 1, tokens/cache have 2"):
+        model(tokens, text=texts([3]))
+    with pytest.raises(ValueError, match="this model has no text conditioning"):
+        plain(tokens, text=texts([3], [4]))
+
+
+def test_gradients_reach_every_parameter_and_text_parts_skip_decay_where_they_should():
+    model = open_gates(tiny("LA")).train()
+    delayed = DelayPattern(eos=True).build(torch.randint(0, 1024, (2, 8, 10)))
+    pattern = DelayPattern(eos=True)
+    loss, _ = codebook_cross_entropy(model(delayed[..., :-1], text=texts([3, 4], [5, 6, 7])), delayed[..., 1:],
+                                     valid=pattern.target_mask(delayed[..., 1:]))
+    loss.backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+    skip = no_decay_parameter_names(model)
+    assert {"text_encoder.embed.weight", "cross_attention.1.gate", "cross_attention.1.norm.weight"} <= skip
+    assert "cross_attention.1.k_proj.weight" not in skip
+    assert sum(len(g["params"]) for g in parameter_groups(model, 0.1)) == len(list(model.parameters()))
+
+
+# ---------------------------------------------------------------------------------------------------- speak
+def favour_eos_after(model: HybridLM, frames: dict[int, int]):
+    """Make codebook 0 choose EOS once row b has produced ``frames[b]`` frames (a hook on the heads)."""
+    state = {"step": 0}
+
+    def hook(module, inputs, output):
+        view = output.view(*output.shape[:-1], 8, 1027)
+        state["step"] += 1
+        for b, n in frames.items():
+            if state["step"] > n:  # decode step t = state["step"]: codebook 0 predicts frame t - 1
+                view[b, -1, 0, 1026] += 1e4
+        return output
+
+    return model.heads.register_forward_hook(hook)
+
+
+def test_speak_stops_at_eos_per_row_and_at_the_guard():
+    model = open_gates(tiny("LA"))
+    handle = favour_eos_after(model, {0: 3, 1: 7})
+    codes, ended = model.speak(texts([3, 4], [5, 6, 7], [8]), max_frames=12, generator=torch.Generator().manual_seed(0))
+    handle.remove()
+    assert [c.shape for c in codes] == [(8, 3), (8, 7), (8, 12)]
+    assert ended == [True, True, False]
+    assert all(int(c.min()) >= 0 and int(c.max()) < 1024 for c in codes)
+
+
+def reference_greedy(model: HybridLM, text: torch.Tensor, frames: int, cfg_scale: float) -> torch.Tensor:
+    """Greedy guided decoding with full forwards (no cache), for a fixed number of frames (no EOS allowed)."""
+    pattern = DelayPattern(eos=True)
+    seq = torch.full((text.shape[0], 8, 1), pattern.bos_id)
+    for t in range(1, pattern.num_steps(frames)):
+        with torch.no_grad():
+            cond = model(seq, text=text)[:, :, -1]
+            uncond = model(seq)[:, :, -1]
+        mixed = uncond + cfg_scale * (cond - uncond)
+        step = mixed[..., :1024].argmax(-1)
+        frame = t - 1 - torch.arange(8)
+        step = torch.where((frame >= 0) & (frame < frames), step,
+                           torch.where(frame == frames, pattern.eos_id, pattern.pad_id))
+        seq = torch.cat([seq, step[..., None]], dim=-1)
+    return pattern.revert(seq)
+
+
+def block_eos(model: HybridLM):
+    def hook(module, inputs, output):
+        output.view(*output.shape[:-1], 8, 1027)[..., 1026] = -1e9
+        return output
+
+    return model.heads.register_forward_hook(hook)
+
+
+@pytest.mark.parametrize("cfg_scale", [1.0, 2.5])
+def test_speak_with_guidance_equals_a_reference_decoder(cfg_scale):
+    model = open_gates(tiny("LA"), 1.5)
+    text = texts([3, 4, 5], [9, 10])
+    handle = block_eos(model)
+    codes, ended = model.speak(text, max_frames=6, temperature=0.0, cfg_scale=cfg_scale)
+    expected = reference_greedy(model, text, 6, cfg_scale)
+    handle.remove()
+    assert ended == [False, False]
+    assert torch.equal(torch.stack(codes), expected)
+
+
+def test_cfg_scale_one_is_plain_conditional_and_prompts_differ():
+    model = open_gates(tiny("LA"), 1.5)
+    text = texts([3, 4, 5], [20, 21, 22, 23])
+    handle = block_eos(model)
+    seeded = lambda: torch.Generator().manual_seed(5)  # noqa: E731
+    plain, _ = model.speak(text, max_frames=8, generator=seeded())
+    again, _ = model.speak(text, max_frames=8, generator=seeded(), cfg_scale=1.0)
+    guided, _ = model.speak(text, max_frames=8, generator=seeded(), cfg_scale=3.0)
+    swapped, _ = model.speak(text.flip(0), max_frames=8, generator=seeded())
+    handle.remove()
+    assert all(torch.equal(a, b) for a, b in zip(plain, again))
+    assert not all(torch.equal(a, b) for a, b in zip(plain, guided))
+    greedy, _ = model.speak(text, max_frames=8, temperature=0.0)
+    assert not torch.equal(greedy[0], greedy[1])  # same start, different text: different speech
+
+
+def test_speak_rejects_bad_arguments_and_unconditional_models():
+    with pytest.raises(ValueError, match="max_frames must be >= 1"):
+        tiny("L").speak(texts([3]), max_frames=0)
+    with pytest.raises(ValueError, match="cfg_scale must be >= 0"):
+        tiny("L").speak(texts([3]), max_frames=2, cfg_scale=-1)
+    with pytest.raises(ValueError, match="this model has no text conditioning"):
+        tiny("L", text=None).speak(texts([3]), max_frames=2)
+
+
+# ---------------------------------------------------------------------------------------------------- the text is used
+@pytest.fixture
+def one_thread():
+    """Tiny matmuls on a shared machine: one thread is ~10x faster than oversubscribed ones."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_a_tiny_conditioned_model_learns_to_use_the_text(one_thread):
+    """Codes that are a function of the text: the one character of each example sets all codes of its 3 frames.
+
+    Without the text, codebook 0 of the first frame is a guess among 12 (ln 12 nats over 4 targets: 3 frames +
+    EOS), so the best possible gap, averaged over 8 codebooks, is ln(12) / 4 / 8 = 0.078 nats. After 120 steps
+    (20% text dropout, as CFG training) the gap must be more than half of that; it measured 0.071.
+    """
+    gen = torch.Generator().manual_seed(0)
+    table = torch.randint(0, 1024, (12, 8), generator=gen)  # character -> one frame of 8 codes
+    pattern = DelayPattern(eos=True)
+    model = tiny("LA", text=dataclasses.replace(TEXT, vocab_size=14)).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+
+    def batch(n: int):
+        chars = torch.randint(0, 12, (n, 1), generator=gen)
+        delayed = pattern.build(torch.stack([table[c].repeat_interleave(3, dim=0).T for c in chars]))
+        return delayed, chars + 2  # text ids 2..13 (0 pad, 1 unk)
+
+    def loss_of(delayed, text):
+        targets = delayed[..., 1:]
+        return codebook_cross_entropy(model(delayed[..., :-1], text=text), targets,
+                                      valid=pattern.target_mask(targets))[0]
+
+    for _ in range(120):
+        delayed, text = batch(16)
+        drop = torch.rand(16, generator=gen) < 0.2
+        loss = loss_of(delayed, text.masked_fill(drop[:, None], TEXT_PAD_ID))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.eval()
+    delayed, text = batch(64)
+    with torch.no_grad():
+        with_text, without = loss_of(delayed, text), loss_of(delayed, None)
+    assert without - with_text > 0.04, (float(with_text), float(without))
