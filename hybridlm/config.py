@@ -8,7 +8,9 @@ hybridlm/params.py) means a section is defined once and a misspelled section nam
 stage asks for it (keeping torch out of the data stages).
 
 Adding a section: write its dataclass here, add it to ``SECTIONS``, add the section to params.yaml and list it under
-the stage's ``params:`` in dvc.yaml. A stage reads it with ``section(params, "name")``.
+the stage's ``params:`` in dvc.yaml. A stage reads it with ``section(params, "name")``. Schemas are named after the
+section in CamelCase plus ``Params`` (``tts_train`` -> ``TtsTrainParams``), except the two model schemas, which the
+model module defines (``model`` -> ModelConfig, ``tts_model`` -> TextConfig).
 
 This module validates and nothing else (no torch at import time): it is one of the contract modules that
 hybridlm/codegraph.py leaves out of the stages' code deps, so adding a section re-runs nothing.
@@ -195,10 +197,11 @@ SECTIONS: dict[str, type | str] = {
     "split": SplitParams,
     "sentences": SentencesParams,
     "model": "hybridlm.model:ModelConfig",
-    "tts_model": "hybridlm.model:TextConfig",  # the text-to-speech stages: model + tts_model (model.with_text)
     "train": TrainParams,
     "evaluate": EvaluateParams,
     "render": RenderParams,
+    # The text-to-speech stages (train_tts, evaluate_tts, render_tts): model + tts_model (hybridlm.model.with_text).
+    "tts_model": "hybridlm.model:TextConfig",
 }
 
 

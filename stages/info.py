@@ -1,4 +1,5 @@
-"""`hybridlm info`: print the layer schedule and the parameter count of params.yaml's `model:` section.
+"""`hybridlm info`: print the layer schedule and the parameter count of params.yaml's `model:` section, and what the
+text-to-speech stages add to it (`tts_model:`).
 
 Why: a `-S model.schedule=AAAAAAAA` comparison is only fair at a known parameter budget; this shows the budget
 before any training starts. The model is built on the meta device, so no memory is allocated and no init runs.
@@ -9,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from hybridlm.config import section
-from hybridlm.model import HybridLM
+from hybridlm.model import HybridLM, with_text
 
 KIND_NAMES = {"L": "Gated DeltaNet", "A": "attention"}
 
@@ -32,3 +33,15 @@ def run(params: dict, **options) -> None:
     for name, count in counts.items():
         print(f"  {labels[name]:<{width}}{count:>12,}")
     print(f"  {'total':<{width}}{total:>12,}  ({total / 1e6:.1f}M)")
+    if "tts_model" in params:
+        with torch.device("meta"):
+            tts = HybridLM(with_text(config, section(params, "tts_model")))
+        text = tts.config.text
+        print(f"text-to-speech model (tts_model): text encoder {text.layers} layers at d {text.d_model} "
+              f"({text.n_heads} heads, vocab {text.vocab_size}), {text.cross_heads}-head cross-attention after "
+              f"decoder layers {', '.join(map(str, tts.config.cross_layers))}")
+        for name, count in tts.parameter_counts().items():
+            if name not in counts:
+                print(f"  {name:<{width}}{count:>12,}")
+        added = tts.num_parameters() - total
+        print(f"  {'added':<{width}}{added:>12,}  -> {tts.num_parameters():,} ({tts.num_parameters() / 1e6:.1f}M)")

@@ -357,3 +357,13 @@ def test_a_tiny_conditioned_model_learns_to_use_the_text(one_thread):
     with torch.no_grad():
         with_text, without = loss_of(delayed, text), loss_of(delayed, None)
     assert without - with_text > 0.04, (float(with_text), float(without))
+
+
+def test_info_reports_what_text_conditioning_adds(capsys):
+    from hybridlm.stages import info
+
+    info.run(load_params(REPO / "params.yaml"))
+    out = capsys.readouterr().out
+    assert "21,905,416  (21.9M)" in out  # the unconditional model as before
+    assert "1-head cross-attention after decoder layers 3, 7" in out
+    assert "added                             5,245,954  -> 27,151,370 (27.2M)" in out
