@@ -3,6 +3,7 @@ checkpoint errors. Tiny models and corpora, CPU only."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -186,7 +187,7 @@ def _run(tmp_path, steps, store_name="store", save_steps=(3,), lr=3e-3, **extra)
                                                 "lr": lr, "warmup_steps": 2, "decay_steps": 50, "eval_every": 2,
                                                 "precision": "fp32", **extra}}, "train")
     chunks = make_chunks(6, seed=5)
-    prov = provenance(trajectory_params(TINY.__dict__, cfg, "cpu", "fp32"), "data-hash", "code")
+    prov = provenance(trajectory_params(dataclasses.asdict(TINY), cfg, "cpu", "fp32"), "data-hash", "code")
     store = ResumeStore(tmp_path / store_name, prov)
     records = []
     result = train(cfg, TINY, PackedRows(chunks, PATTERN, TINY.context, cfg.seed),
@@ -248,17 +249,17 @@ def test_checkpoint_errors_name_the_file(tmp_path):
         load_checkpoint(bad)
     with pytest.raises(FileNotFoundError, match=r"'render.steps' asks for step\(s\) \[20\] .* steps 10"):
         select_checkpoints(tmp_path / "ckpt", [20], "render.steps")
-    state = {"format": FORMAT, "model_config": dict(TINY.__dict__), "provenance": {"data_hash": "aaa"}}
+    state = {"format": FORMAT, "model_config": dataclasses.asdict(TINY), "provenance": {"data_hash": "aaa"}}
     with pytest.raises(ValueError, match=r"other model\): model.d_model: checkpoint 32, params.yaml 64"):
-        check_compatible(state, bad, {**TINY.__dict__, "d_model": 64}, "aaa")
+        check_compatible(state, bad, {**dataclasses.asdict(TINY), "d_model": 64}, "aaa")
     with pytest.raises(ValueError, match="other data"):
-        check_compatible(state, bad, dict(TINY.__dict__), "bbb")
-    check_compatible(state, bad, {**TINY.__dict__, "gdn_backend": "torch_recurrent"}, "aaa")  # backend: runtime only
+        check_compatible(state, bad, dataclasses.asdict(TINY), "bbb")
+    check_compatible(state, bad, {**dataclasses.asdict(TINY), "gdn_backend": "torch_recurrent"}, "aaa")  # backend: runtime only
 
 
 def test_validate_checkpoints_names_a_corrupt_later_one(tmp_path):
     result, _, _ = _run(tmp_path, steps=4, save_steps=(2, 4))
-    model = dict(TINY.__dict__)
+    model = dataclasses.asdict(TINY)
     validate_checkpoints(result.checkpoints, model, "data-hash")
     later = result.checkpoints[4]
     later.write_bytes(later.read_bytes()[: later.stat().st_size // 2])
