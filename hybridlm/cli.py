@@ -1,7 +1,8 @@
 """The `hybridlm` command line: one command per DVC stage, plus `info`, `bench` and `demo`.
 
-Why one command per stage: dvc.yaml's `cmd:` lines stay one short call each, and every stage can be run by hand
-with the same code path DVC uses. Heavy imports (torch, transformers) happen inside the commands, so `--help`
+Why one command per stage: dvc.yaml's `cmd:` lines stay one call each, and every stage can be run by hand with the
+same code path DVC uses. Every path a stage reads or writes is a required option that dvc.yaml's `cmd` passes, so
+dvc.yaml is the only place that names them (tests/test_contract.py checks the two agree). Heavy imports (torch, transformers) happen inside the commands, so `--help`
 stays fast.
 """
 
@@ -25,85 +26,131 @@ def _fail(exc: Exception) -> None:
     raise typer.Exit(code=2)
 
 
-def _run(stage_module: str, params_path: Path, **options) -> None:
-    """Load and validate params, then run one stage module's `run(params, **options)`."""
+def _path(help: str) -> typer.models.OptionInfo:
+    """A required path option: dvc.yaml's `cmd` names every path a stage reads or writes (the library holds none)."""
+    return typer.Option(..., help=help, show_default=False)
+
+
+def _run(stage_module: str, params_path: Path, paths: dict[str, Path], **options) -> None:
+    """Clean leftovers of killed runs, load and validate params, then run ``stages/<module>.run(params, ...)``."""
     import importlib
 
+    from hybridlm.pipeline import remove_leftovers
+
     try:
+        remove_leftovers(list(paths.values()))
         params = load_params(params_path)
         module = importlib.import_module(f"hybridlm.stages.{stage_module}")
-        module.run(params, **options)
+        module.run(params, **paths, **options)
     except (ParamError, FileNotFoundError, ValueError) as exc:
         _fail(exc)
 
 
 @app.command()
-def download(params: Path = PARAMS) -> None:
-    """Fetch LJ Speech 1.1 (or a local archive/folder, or the synthetic corpus) into data/raw/LJSpeech-1.1."""
-    _run("download", params)
+def download(params: Path = PARAMS, out: Path = _path("Corpus folder to write (LJ layout).")) -> None:
+    """Fetch LJ Speech 1.1 (or a local archive/folder, or the synthetic corpus) into --out."""
+    _run("download", params, {"out": out})
 
 
 @app.command()
 def resample(
     params: Path = PARAMS,
+    raw: Path = _path("Corpus folder (LJ layout) to read."),
+    out: Path = _path("Folder to write: wavs/<id>.flac and manifest.tsv."),
+    metrics: Path = _path("JSON metrics to write (clip counts, hours, skipped files)."),
+    timing: Path = _path("JSON timing to write (wall-clock; kept apart from the reproducible results)."),
     workers: int = typer.Option(0, help="Parallel processes (0 = all cores). Does not change the output."),
 ) -> None:
-    """Resample every clip to 24 kHz mono FLAC and write data/resampled/manifest.tsv."""
-    _run("resample", params, workers=workers)
+    """Resample every clip to 24 kHz mono FLAC and write the clip manifest."""
+    _run("resample", params, {"raw": raw, "out": out, "metrics": metrics, "timing": timing}, workers=workers)
 
 
 @app.command()
 def tokenize(
     params: Path = PARAMS,
+    resampled: Path = _path("Resample stage output to read."),
+    out: Path = _path("Folder to write the token shards to."),
+    metrics: Path = _path("JSON metrics to write (counts of clips, chunks, frames, shards)."),
+    timing: Path = _path("JSON timing to write (device, wall-clock, real-time factor)."),
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:K. CPU and GPU codes differ by float noise."),
     workers: int = typer.Option(0, help="Parallel processes (0 = one per CPU core, or per GPU on CUDA). Does not "
                                         "change the output."),
 ) -> None:
-    """EnCodec-tokenize 8 s chunks into zstd Parquet shards under data/tokens."""
-    _run("tokenize", params, device=device, workers=workers)
+    """EnCodec-tokenize 8 s chunks into zstd Parquet shards."""
+    _run("tokenize", params, {"resampled": resampled, "out": out, "metrics": metrics, "timing": timing},
+         device=device, workers=workers)
 
 
 @app.command()
-def split(params: Path = PARAMS) -> None:
-    """Clip-level train/val split of the token shards into data/split/{train,val}; writes metrics/data.json."""
-    _run("split", params)
+def split(
+    params: Path = PARAMS,
+    tokens: Path = _path("Token shards to read."),
+    out: Path = _path("Folder to write {train,val}/ shards to."),
+    metrics: Path = _path("JSON metrics to write (clips, chunks, hours per side)."),
+) -> None:
+    """Clip-level train/val split of the token shards."""
+    _run("split", params, {"tokens": tokens, "out": out, "metrics": metrics})
 
 
 @app.command()
-def sentences(params: Path = PARAMS) -> None:
-    """One example per clip with its normalised transcript into data/sentences/{train,val}; metrics/sentences.json."""
-    _run("sentences", params)
+def sentences(
+    params: Path = PARAMS,
+    split: Path = _path("Split folder ({train,val}/ token shards) to read."),
+    raw: Path = _path("Corpus folder (LJ layout) whose metadata.csv holds the transcripts."),
+    out: Path = _path("Folder to write {train,val}/ sentence shards to."),
+    metrics: Path = _path("JSON metrics to write (sentences, hours, skipped and unknown characters per side)."),
+) -> None:
+    """One example per clip with its normalised transcript."""
+    _run("sentences", params, {"split": split, "raw": raw, "out": out, "metrics": metrics})
 
 
 @app.command()
-def train(params: Path = PARAMS) -> None:
-    """Train the hybrid LM; checkpoints at train.save_steps under data/checkpoints (resumes where it can)."""
+def train(
+    params: Path = PARAMS,
+    split: Path = _path("Split folder ({train,val}/ shards) to read."),
+    checkpoints: Path = _path("Folder to write step-NNNNNN.pt checkpoints to."),
+    live: Path = _path("DVCLive folder to write the per-step curves to."),
+    metrics: Path = _path("JSON metrics to write (final losses, data summary)."),
+    timing: Path = _path("JSON timing to write (tokens/s, resume point, device)."),
+) -> None:
+    """Train the hybrid LM; checkpoints at train.save_steps (resumes where it can)."""
     from hybridlm.ops.gated_delta import BackendParityError
     from hybridlm.training.loop import TrainingDiverged
 
     try:
-        _run("train", params)
+        _run("train", params, {"split": split, "checkpoints": checkpoints, "live": live, "metrics": metrics,
+                               "timing": timing})
     # NaN/inf (the last good state is saved), a kernel failing its start-up check, fla missing: a clear message.
     except (TrainingDiverged, BackendParityError, ImportError) as exc:
         _fail(exc)
 
 
 @app.command()
-def evaluate(params: Path = PARAMS) -> None:
-    """EMA validation cross-entropy and perplexity for every checkpoint into metrics/eval.json."""
-    _run("evaluate", params)
+def evaluate(
+    params: Path = PARAMS,
+    checkpoints: Path = _path("Checkpoint folder to read."),
+    split: Path = _path("Split folder to read (val/ is evaluated)."),
+    metrics: Path = _path("JSON metrics to write (EMA val loss/PPL per checkpoint)."),
+) -> None:
+    """EMA validation cross-entropy and perplexity for every checkpoint."""
+    _run("evaluate", params, {"checkpoints": checkpoints, "split": split, "metrics": metrics})
 
 
 @app.command()
-def render(params: Path = PARAMS) -> None:
-    """Unconditional samples from every checkpoint: WAVs, spectrograms and an HTML gallery under data/samples."""
-    _run("render", params)
+def render(
+    params: Path = PARAMS,
+    checkpoints: Path = _path("Checkpoint folder to read."),
+    eval_metrics: Path = _path("The evaluate stage's metrics (val loss per checkpoint, shown in the gallery)."),
+    out: Path = _path("Folder to write WAVs, spectrograms and index.html to."),
+) -> None:
+    """Unconditional samples from every checkpoint: WAVs, spectrograms and an HTML gallery."""
+    _run("render", params, {"checkpoints": checkpoints, "eval_metrics": eval_metrics, "out": out})
 
 
 @app.command()
 def info(params: Path = PARAMS) -> None:
     """Print the model's layer schedule and parameter count for params.yaml's `model:` section."""
-    _run("info", params)
+    _run("info", params, {})
 
 
 @app.command()

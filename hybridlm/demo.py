@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from hybridlm.params import read_yaml
+from hybridlm.pipeline import read_stages
 from hybridlm.workspace import SOURCE_ROOT, create_workspace, run_tool
 
 DEMO_PARAMS = SOURCE_ROOT / "params.demo.yaml"
@@ -28,12 +29,18 @@ def demo_overrides() -> dict:
 
 def summary(workdir: Path) -> str:
     """EMA val loss/PPL per checkpoint and the training summary, from the metrics files the stages wrote."""
-    evals = json.loads((workdir / "metrics/eval.json").read_text(encoding="utf-8"))
-    train = json.loads((workdir / "metrics/train.json").read_text(encoding="utf-8"))
+    stages = read_stages(workdir / "dvc.yaml")
+    train_paths = stages["train"].options()
+
+    def load(path: Path) -> dict:
+        return json.loads((workdir / path).read_text(encoding="utf-8"))
+
+    evals = load(stages["evaluate"].options()["metrics"])
+    train, timing = load(train_paths["metrics"]), load(train_paths["timing"])
     lines = [f"  step {v['step']:>5}: EMA val loss {v['loss']:.4f}  ppl {v['ppl']:8.2f}"
              for k, v in evals.items() if k != "final"]
     lines.append(f"  train: {train['step']} steps, last train loss {train['train_loss']:.4f}, padded positions "
-                 f"{train['pad_fraction']:.2%}, {train['tokens_per_second'] or 0:,.0f} tokens/s (median)")
+                 f"{train['pad_fraction']:.2%}, {timing['tokens_per_second'] or 0:,.0f} tokens/s (median)")
     return "\n".join(lines)
 
 
@@ -51,14 +58,17 @@ def run_demo(workdir: Path) -> None:
     run_tool(workdir, "git", "add", "-A", capture=True)
     run_tool(workdir, "git", "commit", "-q", "-m", f"demo: dvc repro ({steps} steps)", capture=True)
     minutes = (time.perf_counter() - tic) / 60
-    checkpoints = sorted(p.name for p in (workdir / "data/checkpoints").glob("step-*.pt"))
+    stages = read_stages(workdir / "dvc.yaml")
+    train, evaluate, render = (stages[name].options() for name in ("train", "evaluate", "render"))
+    checkpoints = sorted(p.name for p in (workdir / train["checkpoints"]).glob("step-*.pt"))
     longer = steps + max(1, steps // 2)
     print(f"""
 demo: pipeline finished in {minutes:.1f} min.
 {summary(workdir)}
-  checkpoints   {workdir}/data/checkpoints/   ({', '.join(checkpoints)})
-  metrics       {workdir}/metrics/eval.json (EMA val loss/PPL per checkpoint), metrics/train.json, metrics/data.json
-  curves        {workdir}/dvclive/plots/metrics/  ->  cd {workdir} && dvc plots show   (writes dvc_plots/index.html)
-  gallery       {workdir}/data/samples/index.html
+  checkpoints   {workdir / train["checkpoints"]}/   ({', '.join(checkpoints)})
+  metrics       {workdir / evaluate["metrics"]} (EMA val loss/PPL per checkpoint), {train["metrics"]}
+  timing        {workdir / train["timing"]} (tokens/s; apart from the results, which are byte-reproducible)
+  curves        {workdir / train["live"]}/plots/metrics/  ->  cd {workdir} && dvc plots show   (writes dvc_plots/index.html)
+  gallery       {workdir / render["out"]}/index.html
   next          . {Path(sys.executable).parent}/activate && cd {workdir} && dvc exp run -S train.steps={longer} && dvc metrics diff && dvc plots diff
                 (continues the {steps}-step run from its stored state; the checkpoints above stay byte-identical)""")

@@ -18,12 +18,13 @@ from typing import Any
 
 import yaml
 
-import hybridlm
+from hybridlm.codegraph import SOURCE_ROOT
 from hybridlm.params import read_yaml
 
-SOURCE_ROOT = Path(hybridlm.__file__).resolve().parent.parent
 COPIED = ("dvc.yaml", "params.yaml", "hybridlm", "stages")
 IGNORED_NAMES = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
+# dvc_plots/ is what `dvc plots show/diff` write by default: a rendering, never something to commit.
+WORKSPACE_GITIGNORE = "__pycache__/\ndvc_plots/\n"
 
 
 def merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
@@ -71,7 +72,7 @@ def create_workspace(workdir: Path, overrides: dict[str, Any], source_root: Path
             shutil.copy2(src, workdir / name)
     params = read_yaml(source_root / "params.yaml")
     (workdir / "params.yaml").write_text(yaml.safe_dump(merge(params, overrides), sort_keys=False), encoding="utf-8")
-    (workdir / ".gitignore").write_text("__pycache__/\n", encoding="utf-8")
+    (workdir / ".gitignore").write_text(WORKSPACE_GITIGNORE, encoding="utf-8")
     run_tool(workdir, "git", "init", "-q", capture=True)
     run_tool(workdir, "git", "config", "user.email", "demo@hybridlm.invalid", capture=True)
     run_tool(workdir, "git", "config", "user.name", "hybridlm demo", capture=True)

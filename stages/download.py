@@ -1,4 +1,4 @@
-"""`download` stage: put LJ Speech 1.1 (or a local copy, or the synthetic corpus) at data/raw/LJSpeech-1.1.
+"""`download` stage: put LJ Speech 1.1 (or a local copy, or the synthetic corpus) at ``out`` (data/raw/LJSpeech-1.1).
 
 Reads the `data` section. The output folder appears only once complete (atomic_dir); a URL download goes through
 the resumable cache of hybridlm.data.ljspeech, outside DVC's outputs.
@@ -14,13 +14,10 @@ from hybridlm.data.ljspeech import (copy_lj_folder, download, extract_lj_archive
                                     verify_sha256)
 from hybridlm.data.synthetic import generate_corpus
 
-OUT = Path("data/raw/LJSpeech-1.1")
-
-
-def run(params: dict, **options) -> None:
+def run(params: dict, *, out: Path) -> None:
     cfg = section(params, "data")
     source = resolve_source(cfg.source)
-    with atomic_dir(OUT) as tmp:
+    with atomic_dir(out) as tmp:
         if source.kind == "synthetic":
             generate_corpus(tmp, cfg.synthetic)
         elif source.kind == "folder":
@@ -33,5 +30,5 @@ def run(params: dict, **options) -> None:
                 verify_sha256(archive, cfg.sha256, delete_on_mismatch=False)
             extract_lj_archive(archive, tmp)
         rows = validate_layout(tmp)
-    print(f"download: {len(rows)} clips from {source.kind} source -> {OUT}")
+    print(f"download: {len(rows)} clips from {source.kind} source -> {out}")
 

@@ -1,6 +1,6 @@
 """`hybridlm evaluate`: EMA-weight cross-entropy and perplexity on the whole val split for every checkpoint.
 
-Output metrics/eval.json (DVC metrics), one entry per checkpoint plus "final" (the last one), so that
+Output ``metrics`` (metrics/eval.json, DVC metrics), one entry per checkpoint plus "final" (the last one), so that
 `dvc metrics diff` lines up the same step across runs:
     {"step_1800": {"step": 1800, "loss": .., "ppl": .., "targets": .., "per_codebook": {"cb0": CE, ..}},
      ..., "final": {...}}
@@ -23,29 +23,26 @@ from hybridlm.training.checkpoint import (data_hash, ema_model, load_checkpoint,
                                          validate_checkpoints)
 from hybridlm.training.evaluation import evaluate_sequences
 from hybridlm.training.precision import resolve_precision
-from hybridlm.training.splits import SPLIT, read_split
-
-CHECKPOINTS = Path("data/checkpoints")
-METRICS = Path("metrics/eval.json")
+from hybridlm.training.splits import read_split
 
 
-def run(params: dict, **options) -> None:
+def run(params: dict, *, checkpoints: Path, split: Path, metrics: Path) -> None:
     model_config = section(params, "model")
     cfg = section(params, "evaluate")
     device = resolve_device(cfg.device, "evaluate.device")
     precision = resolve_precision(cfg.precision, device, "evaluate.precision")
-    checkpoints = select_checkpoints(CHECKPOINTS, cfg.steps, "evaluate.steps")
-    validate_checkpoints(checkpoints, dataclasses.asdict(model_config), data_hash(SPLIT))
-    val_chunks, _ = read_split("val", model_config)
+    selected = select_checkpoints(checkpoints, cfg.steps, "evaluate.steps")
+    validate_checkpoints(selected, dataclasses.asdict(model_config), data_hash(split))
+    val_chunks, _ = read_split(split, "val", model_config)
     pattern = DelayPattern(model_config.num_codebooks, model_config.codebook_size)
     sequences = delayed_sequences(val_chunks, pattern)
     results = {}
-    for step, path in tqdm(checkpoints.items(), desc="evaluate", unit="ckpt"):
+    for step, path in tqdm(selected.items(), desc="evaluate", unit="ckpt"):
         state = load_checkpoint(path)
         model = ema_model(state, model_config, device)
         result = evaluate_sequences(model, sequences, pattern, cfg.batch_size, device, precision=precision)
         results[f"step_{step}"] = {"step": step, **result.as_dict()}
         tqdm.write(f"evaluate: step {step}: EMA val loss {result.loss:.4f}, ppl {result.ppl:.2f} "
                    f"({result.targets:,} tokens)")
-    results["final"] = results[f"step_{max(checkpoints)}"]
-    write_json(METRICS, results)
+    results["final"] = results[f"step_{max(selected)}"]
+    write_json(metrics, results)

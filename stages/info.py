@@ -15,7 +15,7 @@ from hybridlm.model import HybridLM, with_text
 KIND_NAMES = {"L": "Gated DeltaNet", "A": "attention"}
 
 
-def run(params: dict, **options) -> None:
+def run(params: dict) -> None:
     config = section(params, "model")
     with torch.device("meta"):
         model = HybridLM(config)

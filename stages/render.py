@@ -1,10 +1,10 @@
 """`hybridlm render`: unconditional samples from every checkpoint's EMA weights, decoded to 24 kHz audio.
 
-Output data/samples/ (written as a whole, atomically): step-NNNNNN/sample-K.wav and .png for every checkpoint and
-sample slot, and index.html, the gallery (checkpoints x samples, with each checkpoint's EMA val loss from
-metrics/eval.json). Every checkpoint uses the same seed, so sample slot K is comparable across checkpoints. Audio is
-decoded by the codec the token shards were made with (recorded in each checkpoint): with `tokenize.weights: random`
-(demo/tests) that codec is random, so the audio is noise by construction.
+Output ``out`` (data/samples/, written as a whole, atomically): step-NNNNNN/sample-K.wav and .png for every
+checkpoint and sample slot, and index.html, the gallery (checkpoints x samples, with each checkpoint's EMA val loss
+from ``eval_metrics``, metrics/eval.json). Every checkpoint uses the same seed, so sample slot K is comparable across
+checkpoints. Audio is decoded by the codec the token shards were made with (recorded in each checkpoint): with
+`tokenize.weights: random` (demo/tests) that codec is random, so the audio is noise by construction.
 """
 
 from __future__ import annotations
@@ -23,11 +23,6 @@ from hybridlm.training.checkpoint import ema_model, load_checkpoint, select_chec
 from hybridlm.training.gallery import GalleryRow, write_gallery, write_spectrogram, write_wav
 from hybridlm.training.precision import autocast, resolve_precision
 
-CHECKPOINTS = Path("data/checkpoints")
-EVAL_METRICS = Path("metrics/eval.json")
-SAMPLES = Path("data/samples")
-
-
 def eval_losses(path: Path) -> dict[int, float]:
     """EMA val loss per step from metrics/eval.json (written by the evaluate stage)."""
     if not path.is_file():
@@ -39,18 +34,18 @@ def eval_losses(path: Path) -> dict[int, float]:
         raise ValueError(f"{path}: not an evaluate metrics file ({exc})") from exc
 
 
-def run(params: dict, **options) -> None:
+def run(params: dict, *, checkpoints: Path, eval_metrics: Path, out: Path) -> None:
     model_config = section(params, "model")
     cfg = section(params, "render")
     device = resolve_device(cfg.device, "render.device")
     precision = resolve_precision(cfg.precision, device, "render.precision")
-    checkpoints = select_checkpoints(CHECKPOINTS, cfg.steps, "render.steps")
-    losses = eval_losses(EVAL_METRICS)
-    validate_checkpoints(checkpoints, dataclasses.asdict(model_config))
+    selected = select_checkpoints(checkpoints, cfg.steps, "render.steps")
+    losses = eval_losses(eval_metrics)
+    validate_checkpoints(selected, dataclasses.asdict(model_config))
     codec = None
     rows = []
-    with atomic_dir(SAMPLES) as tmp:
-        for step, path in tqdm(checkpoints.items(), desc="render", unit="ckpt"):
+    with atomic_dir(out) as tmp:
+        for step, path in tqdm(selected.items(), desc="render", unit="ckpt"):
             state = load_checkpoint(path)
             meta = state["codec"]
             if codec is None:
@@ -75,4 +70,4 @@ def run(params: dict, **options) -> None:
         if meta["hybridlm.weights"] == "random":
             caption += " RANDOM codec weights (offline demo): the audio is noise by construction."
         write_gallery(tmp / "index.html", rows, caption)
-    print(f"render: {len(rows)} checkpoints x {cfg.samples} samples -> {SAMPLES}/index.html")
+    print(f"render: {len(rows)} checkpoints x {cfg.samples} samples -> {out}/index.html")

@@ -1,4 +1,4 @@
-"""`resample` stage: data/raw/LJSpeech-1.1 -> data/resampled/{wavs/<id>.flac, manifest.tsv}, metrics/resample.json.
+"""`resample` stage: ``raw`` (LJ layout) -> ``out``/{wavs/<id>.flac, manifest.tsv}, ``metrics`` and ``timing``.
 
 Reads the `resample` section. Clip order = metadata.csv order. Bad inputs fail the stage or, with
 `on_bad_file: skip`, are left out and listed by name in the metrics.
@@ -14,31 +14,26 @@ from hybridlm.config import section
 from hybridlm.data.audio import resample_corpus, write_manifest
 from hybridlm.data.ljspeech import parse_metadata
 
-RAW = Path("data/raw/LJSpeech-1.1")
-OUT = Path("data/resampled")
-METRICS = Path("metrics/resample.json")
-
-
-def run(params: dict, workers: int = 0, **options) -> None:
+def run(params: dict, *, raw: Path, out: Path, metrics: Path, timing: Path, workers: int = 0) -> None:
     cfg = section(params, "resample")
     if workers < 0:
         raise ValueError(f"--workers must be >= 0, got {workers}")
-    ids = [row.id for row in parse_metadata(RAW / "metadata.csv")]
+    ids = [row.id for row in parse_metadata(raw / "metadata.csv")]
     start = time.perf_counter()
-    with atomic_dir(OUT) as tmp:
-        result = resample_corpus(ids, RAW / "wavs", tmp / "wavs", cfg, workers=workers)
+    with atomic_dir(out) as tmp:
+        result = resample_corpus(ids, raw / "wavs", tmp / "wavs", cfg, workers=workers)
         write_manifest(tmp / "manifest.tsv", result.entries)
     seconds = sum(e.seconds for e in result.entries)
-    write_json(METRICS, {
+    write_json(metrics, {
         "clips_in": len(ids),
         "clips_out": len(result.entries),
         "skipped": len(result.skipped),
         "skipped_files": result.skipped,
         "hours": round(seconds / 3600, 6),
         "sample_rate": cfg.sample_rate,
-        "wall_seconds": round(time.perf_counter() - start, 3),
     })
+    write_json(timing, {"wall_seconds": round(time.perf_counter() - start, 3), "workers": workers})
     for name, reason in result.skipped.items():
         print(f"resample: SKIPPED {reason}")
-    print(f"resample: {len(result.entries)} clips ({seconds / 3600:.3f} h) at {cfg.sample_rate} Hz -> {OUT}"
-          + (f"; {len(result.skipped)} skipped (see {METRICS})" if result.skipped else ""))
+    print(f"resample: {len(result.entries)} clips ({seconds / 3600:.3f} h) at {cfg.sample_rate} Hz -> {out}"
+          + (f"; {len(result.skipped)} skipped (see {metrics})" if result.skipped else ""))

@@ -1,4 +1,4 @@
-"""`split` stage: data/tokens -> data/split/{train,val}/shard-*.parquet and metrics/data.json.
+"""`split` stage: ``tokens`` -> ``out``/{train,val}/shard-*.parquet and ``metrics`` (metrics/data.json).
 
 Reads the `split` section. Whole clips go to one side (hybridlm.data.split); shards keep the token metadata and
 add `hybridlm.split`.
@@ -13,30 +13,25 @@ from hybridlm.config import section
 from hybridlm.data.shards import META_PREFIX, Chunk, read_shards, write_shards
 from hybridlm.data.split import val_clips
 
-TOKENS = Path("data/tokens")
-OUT = Path("data/split")
-METRICS = Path("metrics/data.json")
-
-
 def summary(chunks: list[Chunk], frame_rate: int) -> dict:
     frames = sum(c.num_frames for c in chunks)
     return {"clips": len({c.clip_id for c in chunks}), "chunks": len(chunks), "frames": frames,
             "hours": round(frames / frame_rate / 3600, 6)}
 
 
-def run(params: dict, **options) -> None:
+def run(params: dict, *, tokens: Path, out: Path, metrics: Path) -> None:
     cfg = section(params, "split")
-    chunks, meta = read_shards(TOKENS)
+    chunks, meta = read_shards(tokens)
     held_out = val_clips((c.clip_id for c in chunks), cfg.val_fraction, cfg.seed)
     sides = {"train": [c for c in chunks if c.clip_id not in held_out],
              "val": [c for c in chunks if c.clip_id in held_out]}
     base = {k[len(META_PREFIX):]: v for k, v in meta.items()}
-    with atomic_dir(OUT) as tmp:
+    with atomic_dir(out) as tmp:
         for name, rows in sides.items():
             write_shards(tmp / name, rows, {**base, "split": name}, cfg.shard_chunks)
     frame_rate = int(base["frame_rate"])
-    metrics = {name: summary(rows, frame_rate) for name, rows in sides.items()}
-    metrics["total"] = summary(chunks, frame_rate)
-    write_json(METRICS, metrics)
+    summaries = {name: summary(rows, frame_rate) for name, rows in sides.items()}
+    summaries["total"] = summary(chunks, frame_rate)
+    write_json(metrics, summaries)
     print("split: " + ", ".join(f"{k} {v['clips']} clips / {v['chunks']} chunks / {v['hours']:.3f} h"
-                                for k, v in metrics.items()))
+                                for k, v in summaries.items()))

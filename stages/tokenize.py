@@ -1,4 +1,4 @@
-"""`tokenize` stage: data/resampled -> data/tokens/shard-*.parquet (EnCodec codes of 8 s chunks), metrics/tokenize.json.
+"""`tokenize` stage: ``resampled`` -> ``out``/shard-*.parquet (EnCodec codes of 8 s chunks), ``metrics``, ``timing``.
 
 Reads the `tokenize` section. Clips are cut by the chunk rule (hybridlm.data.chunking) in codec frames, encoded one
 chunk at a time by `--workers` processes on the chosen device(s) (hybridlm.data.encoding: the shards are the same
@@ -23,14 +23,11 @@ from hybridlm.data.encoding import encode_clips, worker_devices
 from hybridlm.data.shards import Chunk, write_shards
 from hybridlm.params import params_hash
 
-RESAMPLED = Path("data/resampled")
-OUT = Path("data/tokens")
-METRICS = Path("metrics/tokenize.json")
 
-
-def run(params: dict, device: str = "auto", workers: int = 0, **options) -> None:
+def run(params: dict, *, resampled: Path, out: Path, metrics: Path, timing: Path, device: str = "auto",
+        workers: int = 0) -> None:
     cfg = section(params, "tokenize")
-    entries = read_manifest(RESAMPLED / "manifest.tsv")
+    entries = read_manifest(resampled / "manifest.tsv")
     devices = worker_devices(resolve_device(device), workers)[: len(entries)]  # a bad --workers fails here
     codec = load_codec(cfg.weights, cfg.model_id, device)
     rule = ChunkRule.from_seconds(cfg.chunk_seconds, cfg.min_tail_seconds, codec.sample_rate, codec.hop_length)
@@ -42,10 +39,10 @@ def run(params: dict, device: str = "auto", workers: int = 0, **options) -> None
     }
     start = time.perf_counter()
     frames = 0
-    with atomic_dir(OUT) as tmp, tqdm(total=total, unit=" chunks", desc=f"tokenize ({codec.device})") as bar:
+    with atomic_dir(out) as tmp, tqdm(total=total, unit=" chunks", desc=f"tokenize ({codec.device})") as bar:
         def chunks() -> Iterator[Chunk]:
             nonlocal frames
-            for clip_id, index, codes in encode_clips(codec, entries, RESAMPLED / "wavs", rule, cfg.bandwidth,
+            for clip_id, index, codes in encode_clips(codec, entries, resampled / "wavs", rule, cfg.bandwidth,
                                                       devices):
                 frames += codes.shape[1]
                 bar.update(1)
@@ -54,11 +51,11 @@ def run(params: dict, device: str = "auto", workers: int = 0, **options) -> None
         shards = write_shards(tmp, chunks(), metadata, cfg.shard_chunks)
     wall = time.perf_counter() - start
     audio_seconds = sum(e.samples for e in entries) / codec.sample_rate
-    write_json(METRICS, {
+    write_json(metrics, {
         "clips": len(entries), "chunks": total, "frames": frames, "shards": shards,
-        "audio_hours": round(audio_seconds / 3600, 6), "weights": cfg.weights, "device": str(codec.device),
-        "workers": len(devices),
-        "wall_seconds": round(wall, 3), "realtime_factor": round(audio_seconds / wall, 2),
+        "audio_hours": round(audio_seconds / 3600, 6), "weights": cfg.weights,
     })
-    print(f"tokenize: {len(entries)} clips -> {total} chunks, {frames} frames in {shards} shard(s) -> {OUT} "
+    write_json(timing, {"device": str(codec.device), "workers": len(devices), "wall_seconds": round(wall, 3),
+                        "realtime_factor": round(audio_seconds / wall, 2)})
+    print(f"tokenize: {len(entries)} clips -> {total} chunks, {frames} frames in {shards} shard(s) -> {out} "
           f"({audio_seconds / wall:.1f}x real time on {codec.device} with {len(devices)} worker(s), {cfg.weights} weights)")

@@ -1,7 +1,9 @@
-"""`hybridlm train`: train on data/split/train, keep states in the resume store, copy checkpoints to data/checkpoints.
+"""`hybridlm train`: train on ``split``/train, keep states in the resume store, copy checkpoints to ``checkpoints``.
 
-Outputs (dvc.yaml): data/checkpoints/step-NNNNNN.pt (train.save_steps up to train.steps, plus the final step),
-dvclive/ (per-step curves for `dvc plots`), metrics/train.json (summary for `dvc metrics` / `dvc exp show`).
+Outputs (paths from dvc.yaml): ``checkpoints``/step-NNNNNN.pt (train.save_steps up to train.steps, plus the final
+step), ``live`` (DVCLive per-step curves for `dvc plots`), ``metrics`` (summary for `dvc metrics` / `dvc exp show`;
+only results, so two runs of the same params write the same bytes) and ``timing`` (throughput, where the run
+started from, the device: what differs between machines and runs, kept apart from the results).
 The checkpoint files are byte copies of the resume store's files (hybridlm/training/store.py explains why).
 With `train.nproc_per_node` > 1 the command re-launches itself under torchrun (hybridlm/training/distributed.py).
 """
@@ -24,24 +26,22 @@ from hybridlm.training.checkpoint import checkpoint_name, code_version, data_has
 from hybridlm.training import distributed
 from hybridlm.training.loop import train
 from hybridlm.training.precision import resolve_precision
-from hybridlm.training.splits import SPLIT, read_split
+from hybridlm.training.splits import read_split
 from hybridlm.training.store import ResumeStore, store_root
 
-CHECKPOINTS = Path("data/checkpoints")
-LIVE_DIR = Path("dvclive")
-METRICS = Path("metrics/train.json")
 
-
-def run(params: dict, **options) -> None:
+def run(params: dict, *, split: Path, checkpoints: Path, live: Path, metrics: Path, timing: Path) -> None:
     model_config = section(params, "model")
     cfg = section(params, "train")
     if cfg.nproc_per_node > 1 and not distributed.launched():
         distributed.launch(cfg.nproc_per_node)  # replaces this process by torchrun running this same command
     with distributed.process_group(resolve_device(cfg.device, "train.device")) as device:
-        _train(model_config, cfg, device)
+        _train(model_config, cfg, device, split=split, checkpoints=checkpoints, live=live, metrics=metrics,
+               timing=timing)
 
 
-def _train(model_config: ModelConfig, cfg: TrainParams, device: torch.device) -> None:
+def _train(model_config: ModelConfig, cfg: TrainParams, device: torch.device, *, split: Path, checkpoints: Path,
+           live: Path, metrics: Path, timing: Path) -> None:
     """One rank's part (the whole job in a single process): rank 0 alone logs and writes outputs."""
     main = distributed.is_main()
     say = print if main else lambda message: None
@@ -57,11 +57,11 @@ def _train(model_config: ModelConfig, cfg: TrainParams, device: torch.device) ->
             f"(max relative diff {worst:.1e} on the start-up check)")
     else:
         say(f"train: {precision} on {device.type}")
-    train_chunks, meta = read_split("train", model_config)
-    val_chunks, _ = read_split("val", model_config)
+    train_chunks, meta = read_split(split, "train", model_config)
+    val_chunks, _ = read_split(split, "val", model_config)
     pattern = DelayPattern(model_config.num_codebooks, model_config.codebook_size)
     prov = provenance(trajectory_params(dataclasses.asdict(model_config), cfg, device.type, precision),
-                      data_hash(SPLIT),
+                      data_hash(split),
                       code_version())
     store = ResumeStore(store_root(Path.cwd()), prov) if main else None  # rank 0 alone reads and writes it
     rows = PackedRows(train_chunks, pattern, model_config.context, cfg.seed)
@@ -74,19 +74,19 @@ def _train(model_config: ModelConfig, cfg: TrainParams, device: torch.device) ->
 
     from dvclive import Live  # imported here: it is slow to import and only this stage needs it
 
-    with Live(str(LIVE_DIR), resume=False, report=None, save_dvc_exp=False, dvcyaml=False) as live:
+    with Live(str(live), resume=False, report=None, save_dvc_exp=False, dvcyaml=False) as logger:
         def log(record: dict) -> None:
-            live.step = int(record["step"])
+            logger.step = int(record["step"])
             for name, value in record.items():
                 if name != "step":
-                    live.log_metric(name, value)
+                    logger.log_metric(name, value)
 
         result = train(cfg, model_config, rows, val_sequences, store, prov, meta, device, log=log)
-    with atomic_dir(CHECKPOINTS) as tmp:
+    with atomic_dir(checkpoints) as tmp:
         for step, path in result.checkpoints.items():
             shutil.copyfile(path, tmp / checkpoint_name(step))
     last = result.history[-1]
-    write_json(METRICS, {
+    write_json(metrics, {
         "step": result.steps,
         "train_loss": last["train/loss"],
         "val_ema_loss": last.get("val/ema_loss"),
@@ -94,8 +94,8 @@ def _train(model_config: ModelConfig, cfg: TrainParams, device: torch.device) ->
         "pad_fraction": rows.pad_fraction,
         "target_fraction": rows.target_fraction,
         "train_chunks": len(train_chunks),
-        "tokens_per_second": result.tokens_per_second,
-        "started_from_step": result.start_step,
     })
-    print(f"train: checkpoints {sorted(result.checkpoints)} in {CHECKPOINTS}/ (trajectory {prov['key'][:12]}, "
+    write_json(timing, {"tokens_per_second": result.tokens_per_second, "started_from_step": result.start_step,
+                        "device": device.type})
+    print(f"train: checkpoints {sorted(result.checkpoints)} in {checkpoints}/ (trajectory {prov['key'][:12]}, "
           f"store {store.folder})")

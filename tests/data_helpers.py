@@ -9,8 +9,16 @@ from pathlib import Path
 import numpy as np
 
 from hybridlm.data.synthetic import FRAME_RATE, synthesize, transcript, write_wav_int16
+from hybridlm.pipeline import read_stages
+from hybridlm.workspace import SOURCE_ROOT
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
+STAGES = read_stages(SOURCE_ROOT / "dvc.yaml")
+
+
+def stage_paths(name: str) -> dict[str, Path]:
+    """The path keyword arguments dvc.yaml's cmd gives stage ``name`` (relative: tests run it in a temp cwd)."""
+    return STAGES[name].options()
 
 # Lines that break naive CSV parsing: raw quotes (unbalanced too), £, accents, a field that is empty.
 TRICKY_LINES = [

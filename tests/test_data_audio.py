@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from data_helpers import make_lj_folder, tone
+from data_helpers import make_lj_folder, stage_paths, tone
 
 from hybridlm.config import ResampleParams
 from hybridlm.data.audio import (BadAudioError, ManifestEntry, read_manifest, read_wav_checked, resample_corpus,
@@ -64,14 +64,14 @@ def test_fail_policy_lists_every_bad_file_and_writes_nothing(tmp_path, monkeypat
     BAD_WAVS["8-bit"][0](lj / "wavs" / "LJ010-0003.wav")
     with pytest.raises(BadAudioError, match=r"2 bad input file\(s\).*LJ010-0001.wav: expected mono.*"
                                             r"LJ010-0003.wav: expected 16-bit.*on_bad_file: skip"):
-        resample_stage.run(params("fail"), workers=1)
+        resample_stage.run(params("fail"), workers=1, **stage_paths("resample"))
     assert not Path("data/resampled").exists() and not Path("metrics/resample.json").exists()
 
 
 def test_skip_policy_counts_and_names_skips(tmp_path, monkeypatch, capsys):
     lj = lj_in_cwd(tmp_path, monkeypatch)
     BAD_WAVS["empty"][0](lj / "wavs" / "LJ010-0002.wav")
-    resample_stage.run(params("skip"), workers=1)
+    resample_stage.run(params("skip"), workers=1, **stage_paths("resample"))
     metrics = json.loads(Path("metrics/resample.json").read_text())
     assert metrics["clips_in"] == 3 and metrics["clips_out"] == 2 and metrics["skipped"] == 1
     assert metrics["skipped_files"] == {"LJ010-0002.wav": "LJ010-0002.wav: empty (0 samples)"}
@@ -85,12 +85,12 @@ def test_all_bad_is_an_error_even_when_skipping(tmp_path, monkeypatch):
     for wav in (lj / "wavs").iterdir():
         BAD_WAVS["garbage"][0](wav)
     with pytest.raises(BadAudioError, match="no usable clips"):
-        resample_stage.run(params("skip"), workers=1)
+        resample_stage.run(params("skip"), workers=1, **stage_paths("resample"))
 
 
 def test_resampled_flac_manifest_and_parallel_equals_serial(tmp_path, monkeypatch):
     lj = lj_in_cwd(tmp_path, monkeypatch, seconds=(1.0, 0.7, 1.3))
-    resample_stage.run(params(), workers=2)
+    resample_stage.run(params(), workers=2, **stage_paths("resample"))
     manifest = read_manifest(Path("data/resampled/manifest.tsv"))
     assert [e.id for e in manifest] == ["LJ010-0001", "LJ010-0002", "LJ010-0003"]
     assert [e.samples for e in manifest] == [24_000, round(0.7 * 24_000), round(1.3 * 24_000)]
@@ -130,4 +130,4 @@ def test_manifest_roundtrip_and_errors(tmp_path):
 def test_resample_params_errors_name_the_key(tmp_path, monkeypatch, section, key):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ParamError, match=f"'{key}'"):
-        resample_stage.run({"resample": section}, workers=1)
+        resample_stage.run({"resample": section}, workers=1, **stage_paths("resample"))

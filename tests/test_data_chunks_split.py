@@ -10,11 +10,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from data_helpers import SHARED
+from data_helpers import SHARED, stage_paths
 
+from hybridlm.config import SplitParams
 from hybridlm.data.chunking import ChunkRule, chunk_bounds
 from hybridlm.data.shards import SCHEMA, TEXT_SCHEMA, Chunk, read_shards, write_shard, write_shards
-from hybridlm.config import SplitParams
 from hybridlm.data.split import num_val_clips, val_clips
 from hybridlm.params import ParamError, parse_section
 from hybridlm.stages import split as split_stage
@@ -173,7 +173,7 @@ def test_split_stage_disjoint_complete_and_metrics(tmp_path, monkeypatch):
     write_tokens(tmp_path, chunks)
     monkeypatch.chdir(tmp_path)
     params = {"split": {"val_fraction": 0.25, "seed": 9, "shard_chunks": 4}}
-    split_stage.run(params)
+    split_stage.run(params, **stage_paths("split"))
     train, train_meta = read_shards(Path("data/split/train"))
     val, val_meta = read_shards(Path("data/split/val"))
     assert train_meta["hybridlm.split"] == "train" and val_meta["hybridlm.split"] == "val"
@@ -187,7 +187,7 @@ def test_split_stage_disjoint_complete_and_metrics(tmp_path, monkeypatch):
     frames = sum(c.num_frames for c in val)
     assert metrics["val"]["frames"] == frames and metrics["val"]["hours"] == round(frames / 75 / 3600, 6)
     first = {p.name: p.read_bytes() for p in Path("data/split/val").iterdir()}
-    split_stage.run(params)
+    split_stage.run(params, **stage_paths("split"))
     assert {p.name: p.read_bytes() for p in Path("data/split/val").iterdir()} == first  # same seed, same bytes
 
 

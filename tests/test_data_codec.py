@@ -119,10 +119,12 @@ def test_gpu_codes_match_cpu(codec):
     ({"shard_size": 10}, "tokenize.shard_size"),
 ])
 def test_tokenize_params_fail_before_any_work(tmp_path, monkeypatch, capsys, section, key):
+    from data_helpers import stage_paths
+
     from hybridlm.params import ParamError
     from hybridlm.stages import tokenize as tokenize_stage
 
     monkeypatch.chdir(tmp_path)  # no manifest here: a params error must come first
     with pytest.raises(ParamError, match=f"'{key}'"):
-        tokenize_stage.run({"tokenize": {"weights": "random", **section}}, device="cpu")
+        tokenize_stage.run({"tokenize": {"weights": "random", **section}}, device="cpu", **stage_paths("tokenize"))
     assert "RANDOM" not in capsys.readouterr().err  # the codec was never built

@@ -9,12 +9,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from data_helpers import SHARED, TRICKY_LINES, make_archive, make_lj_folder
+from data_helpers import SHARED, TRICKY_LINES, make_archive, make_lj_folder, stage_paths
 
+from hybridlm.config import SyntheticParams
 from hybridlm.data import ljspeech
 from hybridlm.data.ljspeech import (Source, download, parse_metadata, resolve_source, safe_extract,
                                     validate_layout)
-from hybridlm.config import SyntheticParams
 from hybridlm.data.synthetic import generate_corpus
 from hybridlm.params import ParamError
 from hybridlm.stages import download as download_stage
@@ -106,7 +106,7 @@ def test_download_stage_from_local_tar_bz2(tmp_path, monkeypatch):
     lj = make_lj_folder(tmp_path / "src", seconds=[1.0, 1.5, 0.5])
     archive = make_archive(tmp_path / "LJSpeech-1.1.tar.bz2", lj)
     monkeypatch.chdir(tmp_path)
-    download_stage.run(params_for(str(archive), sha(archive)))
+    download_stage.run(params_for(str(archive), sha(archive)), **stage_paths("download"))
     assert sorted(p.name for p in OUT.iterdir()) == ["metadata.csv", "wavs"]
     assert (OUT / "metadata.csv").read_bytes() == (lj / "metadata.csv").read_bytes()
     for wav in (lj / "wavs").iterdir():
@@ -119,10 +119,10 @@ def test_download_stage_from_local_tar_bz2(tmp_path, monkeypatch):
 def test_download_stage_from_folder_and_tar_gz(tmp_path, monkeypatch):
     lj = make_lj_folder(tmp_path / "src")
     monkeypatch.chdir(tmp_path)
-    download_stage.run(params_for(str(tmp_path / "src")))
+    download_stage.run(params_for(str(tmp_path / "src")), **stage_paths("download"))
     assert sorted(p.name for p in (OUT / "wavs").iterdir()) == sorted(p.name for p in (lj / "wavs").iterdir())
     archive = make_archive(tmp_path / "lj.tar.gz", lj, mode="w:gz")
-    download_stage.run(params_for(str(archive)))  # replaces the previous output as a whole
+    download_stage.run(params_for(str(archive)), **stage_paths("download"))  # replaces the previous output as a whole
     assert (OUT / "metadata.csv").read_bytes() == (lj / "metadata.csv").read_bytes()
 
 
@@ -130,7 +130,7 @@ def test_local_archive_checksum_mismatch_names_both_digests(tmp_path, monkeypatc
     archive = make_archive(tmp_path / "lj.tar.bz2", make_lj_folder(tmp_path / "src"))
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ValueError, match=rf"SHA-256 mismatch: expected {'0' * 64}, got {sha(archive)}"):
-        download_stage.run(params_for(str(archive), "0" * 64))
+        download_stage.run(params_for(str(archive), "0" * 64), **stage_paths("download"))
     assert archive.is_file()  # a user's own archive is never deleted
     assert not OUT.exists()  # nothing extracted before the check
 
@@ -141,7 +141,7 @@ def test_truncated_archive_is_a_clear_error(tmp_path, monkeypatch):
     archive.write_bytes(data[: len(data) // 2])
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ValueError, match=r"lj.tar.bz2: corrupt or truncated archive"):
-        download_stage.run(params_for(str(archive)))
+        download_stage.run(params_for(str(archive)), **stage_paths("download"))
     assert not OUT.exists()
     assert list(Path("data/raw").iterdir()) == []  # the partial extraction was discarded
 
@@ -169,7 +169,7 @@ def test_missing_wav_in_an_archive_names_the_archive(tmp_path, monkeypatch):
     archive = make_archive(tmp_path / "lj.tar.bz2", lj)
     monkeypatch.chdir(tmp_path)
     with pytest.raises(FileNotFoundError) as caught:
-        download_stage.run(params_for(str(archive)))
+        download_stage.run(params_for(str(archive)), **stage_paths("download"))
     message = str(caught.value)
     assert message.startswith(f"{archive}: LJSpeech-1.1: 1 clip(s) listed in metadata.csv have no wavs/<id>.wav")
     assert "LJ001-0002" in message and ".tmp" not in message and ".extract" not in message
@@ -196,7 +196,7 @@ def test_unsafe_members_are_rejected(tmp_path, monkeypatch, member, reason):
     archive = make_archive(tmp_path / "evil.tar.bz2", lj, extra=[member])
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ValueError, match=f"evil.tar.bz2: unsafe archive member .*{reason}"):
-        download_stage.run(params_for(str(archive)))
+        download_stage.run(params_for(str(archive)), **stage_paths("download"))
     assert not OUT.exists() and not (tmp_path / "evil.txt").exists()
 
 
@@ -210,7 +210,7 @@ def test_symlink_chain_out_of_the_archive_is_refused_as_unsafe(tmp_path, monkeyp
     ])
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ValueError, match=r"evil.tar.bz2: unsafe archive member 'LJSpeech-1.1/up/esc': .*outside") as caught:
-        download_stage.run(params_for(str(archive)))
+        download_stage.run(params_for(str(archive)), **stage_paths("download"))
     assert "corrupt" not in str(caught.value)
     assert not OUT.exists()
 
@@ -335,7 +335,7 @@ def test_download_stage_over_http_uses_cache_env(tmp_path, monkeypatch, archive_
     monkeypatch.setenv("HYBRIDLM_CACHE", str(tmp_path / "hcache"))
     monkeypatch.chdir(tmp_path)
     try:
-        download_stage.run(params_for(server.url, hashlib.sha256(archive_bytes).hexdigest()))
+        download_stage.run(params_for(server.url, hashlib.sha256(archive_bytes).hexdigest()), **stage_paths("download"))
     finally:
         server.close()
     assert (tmp_path / "hcache" / "downloads" / "LJSpeech-1.1.tar.bz2").is_file()
@@ -368,7 +368,7 @@ def test_synthetic_corpus_is_deterministic_and_lj_shaped(tmp_path, monkeypatch):
 
 def test_synthetic_via_stage(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    download_stage.run(params_for("synthetic", min_seconds=1.0, max_seconds=2.0))
+    download_stage.run(params_for("synthetic", min_seconds=1.0, max_seconds=2.0), **stage_paths("download"))
     assert len(validate_layout(OUT)) == 3
 
 
@@ -385,5 +385,5 @@ def test_synthetic_via_stage(tmp_path, monkeypatch):
 def test_data_params_errors_name_the_key(tmp_path, monkeypatch, data, key):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ParamError, match=f"'{key}'"):
-        download_stage.run({"data": data})
+        download_stage.run({"data": data}, **stage_paths("download"))
     assert not Path("data").exists()

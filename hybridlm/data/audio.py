@@ -151,7 +151,7 @@ def resample_corpus(ids: list[str], wav_dir: Path, out_dir: Path, params: Resamp
         more = f" (and {len(skipped) - 10} more)" if len(skipped) > 10 else ""
         raise BadAudioError(
             f"{len(skipped)} bad input file(s) in {wav_dir}: {shown}{more}. "
-            f"Set resample.on_bad_file: skip to leave them out (they are then listed in metrics/resample.json)"
+            f"Set resample.on_bad_file: skip to leave them out (they are then listed in the resample metrics)"
         )
     if not entries:
         raise BadAudioError(f"{wav_dir}: no usable clips (all {len(ids)} were bad)")

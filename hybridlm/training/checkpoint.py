@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 from hybridlm.atomic import atomic_path
+from hybridlm.codegraph import SOURCE_ROOT, stage_code
 from hybridlm.config import TrainParams
 from hybridlm.model import HybridLM, ModelConfig
 from hybridlm.params import params_hash
@@ -44,8 +45,10 @@ def checkpoint_name(step: int) -> str:
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     """Write atomically: a killed process leaves the previous file or none, never a truncated one."""
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        # Through a file object: torch.save(state, <path>) names the zip's inner folder after the (random) temporary
+        # file name, so equal states would give different bytes; with a file object the folder is always "archive".
+        torch.save(state, fh)
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -126,7 +129,7 @@ def check_compatible(state: dict[str, Any], path: Path, model_config: dict[str, 
     if data_hash is not None and state["provenance"]["data_hash"] != data_hash:
         raise ValueError(
             f"{path}: incompatible checkpoint (other data): trained on data hash "
-            f"{state['provenance']['data_hash'][:12]}, data/split now hashes to {data_hash[:12]}; re-run training"
+            f"{state['provenance']['data_hash'][:12]}, the split data now hashes to {data_hash[:12]}; re-run training"
         )
 
 
@@ -151,32 +154,11 @@ def data_hash(split_dir: Path) -> str:
     return hash_files({f.relative_to(split_dir).as_posix(): f for f in files})
 
 
-# The code a trajectory depends on, as dvc.yaml's train stage lists it (a test keeps the two in sync). Folders mean
-# every .py file in them.
-TRAIN_CODE = (
-    "stages/train.py", "hybridlm/model.py", "hybridlm/delay.py", "hybridlm/ops", "hybridlm/data/shards.py",
-    "hybridlm/training/splits.py",
-    "hybridlm/training/batching.py", "hybridlm/training/schedule.py",
-    "hybridlm/training/ema.py", "hybridlm/training/checkpoint.py", "hybridlm/training/store.py",
-    "hybridlm/training/evaluation.py", "hybridlm/training/loop.py", "hybridlm/training/distributed.py",
-)
-
-
 def code_version() -> str:
-    """``hybridlm <version> src:<hash>``: the package version plus a content hash of TRAIN_CODE as imported, so an
-    edit to the model or the loop never resumes a state made by other code."""
-    import hybridlm
-    import hybridlm.stages
-
-    roots = {"hybridlm": Path(hybridlm.__file__).resolve().parent,
-             "stages": Path(hybridlm.stages.__file__).resolve().parent}
-    named: dict[str, Path] = {}
-    for entry in TRAIN_CODE:
-        head, _, rest = entry.partition("/")
-        path = roots[head] / rest
-        for file in sorted(path.glob("*.py")) if path.is_dir() else [path]:
-            named[f"{head}/{file.relative_to(roots[head]).as_posix()}"] = file
-    digest = hash_files(named)
+    """``hybridlm <version> src:<hash>``: the package version plus a content hash of the train stage's code (the
+    files hybridlm/codegraph.py derives from its imports, the same list as its code deps in dvc.yaml), so an edit to
+    the model or the loop never resumes a state made by other code."""
+    digest = hash_files({name: SOURCE_ROOT / name for name in stage_code("train")})
     try:
         package = version("hybridlm")
     except PackageNotFoundError:

@@ -201,8 +201,9 @@ def train(cfg: TrainParams, model_config: ModelConfig, rows: PackedRows, val_seq
         if not main:  # the rest of the step (EMA, evaluation, log, states) is rank 0's alone
             continue
         ema.update(model)
-        record = {"step": step, "train/loss": loss, "train/lr": lr, "train/grad_norm": grad_norm,
-                  "train/tokens_per_second": speed}
+        # Only results go in the history (it is saved in every checkpoint): the wall-clock speed would make equal
+        # runs give different checkpoint bytes; it reaches the stage's timing file through RunResult instead.
+        record = {"step": step, "train/loss": loss, "train/lr": lr, "train/grad_norm": grad_norm}
         if step % cfg.eval_every == 0 or step in targets:
             ema_model.load_state_dict(ema.averaged_state_dict(model))
             # fp32 whatever the training precision: val/ema_loss then matches the evaluate stage's default.

@@ -12,10 +12,7 @@ from pathlib import Path
 from hybridlm.data.shards import Chunk, read_shards
 from hybridlm.model import ModelConfig
 
-SPLIT = Path("data/split")
-
-
-def read_split(name: str, model_config: ModelConfig, root: Path = SPLIT) -> tuple[list[Chunk], dict]:
+def read_split(root: Path, name: str, model_config: ModelConfig) -> tuple[list[Chunk], dict]:
     """Chunks and metadata (keys ``hybridlm.*``) of ``root/name``; errors name the folder and the mismatch."""
     folder = Path(root) / name
     chunks, meta = read_shards(folder)
