@@ -119,9 +119,10 @@ class DelayPattern:
         )
 
     def target_mask(self, delayed: torch.Tensor) -> torch.Tensor:
-        """Bool mask of the positions that carry loss: real codes (``< codebook_size``), and EOS with ``eos``."""
+        """Bool mask of the positions that carry loss: real codes (``0 <= id < codebook_size``), and EOS with ``eos``.
+        The one definition of "a target": the loss, the evaluator and the batching statistics all take it."""
         self._check_codebook_axis(delayed, "delayed")
-        mask = delayed < self.codebook_size
+        mask = (delayed >= 0) & (delayed < self.codebook_size)
         return mask | (delayed == self.eos_id) if self.eos else mask
 
     def _check_codebook_axis(self, tensor: torch.Tensor, name: str) -> None:

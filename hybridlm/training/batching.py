@@ -51,7 +51,8 @@ class PackedRows:
         self.rows_per_epoch = -(-targets // context)  # ceil
         positions = self.rows_per_epoch * context
         self.pad_fraction = (positions - targets) / positions
-        code_positions = sum(int((seq < pattern.codebook_size).sum()) for seq in self.sequences)
+        code_positions = sum(int(pattern.target_mask(torch.from_numpy(seq.astype(np.int64))).sum())
+                             for seq in self.sequences)
         # Share of target positions (steps x codebooks) that carry loss: the rest are delay gaps, BOS and padding.
         self.target_fraction = code_positions / (positions * pattern.num_codebooks)
         self._epochs: OrderedDict[int, np.ndarray] = OrderedDict()
