@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import soundfile as sf
 import torch
-from data_helpers import corpus_speech
+from data_helpers import corpus_speech, stage_paths
 
 from hybridlm.data.audio import ManifestEntry, write_manifest
 from hybridlm.data.encoding import worker_devices
@@ -33,7 +33,7 @@ def test_shards_are_identical_for_one_and_two_workers(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     shards = {}
     for workers in (1, 2):
-        tokenize_stage.run(PARAMS, device="cpu", workers=workers)
+        tokenize_stage.run(PARAMS, device="cpu", workers=workers, **stage_paths("tokenize"))
         shards[workers] = {p.name: p.read_bytes() for p in sorted((tmp_path / "data/tokens").iterdir())}
     assert list(shards[1]) == ["shard-00000.parquet", "shard-00001.parquet", "shard-00002.parquet"]
     assert shards[1] == shards[2]
