@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from hybridlm.atomic import atomic_dir
 from hybridlm.config import resolve_device, section
-from hybridlm.data.codec import load_codec
+from hybridlm.data.codec import deterministic_kernels, load_codec
 from hybridlm.training.checkpoint import ema_model, load_checkpoint, select_checkpoints, validate_checkpoints
 from hybridlm.training.gallery import GalleryRow, write_gallery, write_spectrogram, write_wav
 from hybridlm.training.precision import autocast, resolve_precision
@@ -55,7 +55,8 @@ def run(params: dict, *, checkpoints: Path, eval_metrics: Path, out: Path) -> No
             generator = torch.Generator(device).manual_seed(cfg.seed)
             with autocast(precision, device):
                 codes = model.generate(num_frames, cfg.samples, cfg.temperature, cfg.top_k, generator)
-            audio = codec.decode(codes).cpu().numpy()
+            with deterministic_kernels():  # else the thread split changes the audio bytes (docs/reproducibility.md)
+                audio = codec.decode(codes).cpu().numpy()
             folder = tmp / f"step-{step:06d}"
             folder.mkdir()
             samples = []
