@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from data_helpers import stage_paths
 
 from hybridlm.config import section
 from hybridlm.data.sentences import build_sentences, join_chunks
@@ -70,7 +71,7 @@ def test_stage_writes_sentence_shards_on_the_split_sides(tmp_path, monkeypatch):
     lay_out(tmp_path)
     monkeypatch.chdir(tmp_path)
     params = {"sentences": {"max_frames": 1014, "on_too_long": "skip", "shard_rows": 2}}
-    sentences_stage.run(params)
+    sentences_stage.run(params, **stage_paths("sentences"))
     train, meta = read_shards(tmp_path / "data/sentences/train")
     val, val_meta = read_shards(tmp_path / "data/sentences/val")
     assert [(r.clip_id, r.num_frames, r.text) for r in train] == [
@@ -84,16 +85,18 @@ def test_stage_writes_sentence_shards_on_the_split_sides(tmp_path, monkeypatch):
                                 "skipped_ids": ["LJ001-0004"], "unknown_chars": {}}
     assert metrics["val"]["sentences"] == 1 and metrics["val"]["skipped_too_long"] == 0
     first = (tmp_path / "data/sentences/train/shard-00000.parquet").read_bytes()
-    sentences_stage.run(params)  # identical params, identical bytes
+    sentences_stage.run(params, **stage_paths("sentences"))  # identical params, identical bytes
     assert (tmp_path / "data/sentences/train/shard-00000.parquet").read_bytes() == first
     with pytest.raises(ValueError, match="clip LJ001-0004 has 1100 frames, more than sentences.max_frames"):
-        sentences_stage.run({"sentences": {**params["sentences"], "on_too_long": "fail"}})
+        sentences_stage.run({"sentences": {**params["sentences"], "on_too_long": "fail"}},
+                            **stage_paths("sentences"))
 
 
 def test_unknown_characters_are_counted(tmp_path, monkeypatch):
     lay_out(tmp_path)
     monkeypatch.chdir(tmp_path)
-    sentences_stage.run({"sentences": {"max_frames": 1200, "on_too_long": "fail", "shard_rows": 5}})
+    sentences_stage.run({"sentences": {"max_frames": 1200, "on_too_long": "fail", "shard_rows": 5}},
+                        **stage_paths("sentences"))
     metrics = json.loads((tmp_path / "metrics/sentences.json").read_text())
     assert metrics["train"]["unknown_chars"] == {"&": 1} and metrics["train"]["skipped_ids"] == []
 
