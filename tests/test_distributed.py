@@ -147,6 +147,9 @@ def test_sigkilled_rank_fails_the_run_and_a_rerun_with_one_process_resumes(tmp_p
                      "decay_steps": 500, "device": "cpu", "nproc_per_node": 2}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(merge(params, {"model": model, "train": train_section})))
     write_split(tmp_path)
+    # a DVC workspace holds the source tree: the ranks must still import the code the `hybridlm` command runs
+    (tmp_path / "hybridlm").mkdir()
+    (tmp_path / "hybridlm/__init__.py").write_text("raise ImportError('the hybridlm/ folder in the cwd was imported')")
     env = {**os.environ, "HYBRIDLM_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1",
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     proc = subprocess.Popen(["hybridlm", "train"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,

@@ -13,8 +13,8 @@ update, so one writer suffices, and one writer cannot race another. Rank 0 reads
 when the store is not on a shared file system.
 
 Launch. ``hybridlm train`` with ``train.nproc_per_node`` > 1 replaces itself by
-``python -m torch.distributed.run --standalone --nproc-per-node N -m hybridlm <same arguments>`` (:func:`launch`),
-so the DVC stage's cmd stays ``hybridlm train``. Multi-node rendezvous is torchrun's own: set its ``PET_*``
+``python -m torch.distributed.run --standalone --nproc-per-node N <the hybridlm script> <same arguments>``
+(:func:`launch`), so the DVC stage's cmd stays ``hybridlm train``. Multi-node rendezvous is torchrun's own: set its ``PET_*``
 environment variables (``PET_NNODES``, ``PET_NODE_RANK``, ``PET_RDZV_BACKEND``, ``PET_RDZV_ENDPOINT``,
 ``PET_RDZV_ID``, ...) and ``--standalone`` is left out. Launching torchrun by hand works too: a process that
 already has ``WORLD_SIZE`` in its environment never re-launches.
@@ -47,15 +47,18 @@ def launch(nproc_per_node: int) -> NoReturn:
     """Replace this process by torchrun running the same ``hybridlm`` command line with ``nproc_per_node`` ranks.
 
     exec, not a child process: signals (Ctrl-C, `dvc exp` cancelling) and the exit status are torchrun's, and
-    torchrun's report names the rank that failed and how (e.g. ``Signal 9 (SIGKILL)``).
+    torchrun's report names the rank that failed and how (e.g. ``Signal 9 (SIGKILL)``). The ranks run the same
+    ``hybridlm`` script, not ``-m hybridlm``: ``-m`` would import a ``hybridlm/`` folder in the working directory
+    (a DVC workspace holds the source tree) instead of the installed code, and another code version means another
+    resume-store key.
     """
-    program, args = Path(sys.argv[0]).name, sys.argv[1:]
-    if program not in ("hybridlm", "__main__.py"):
+    script = Path(sys.argv[0])
+    if script.name != "hybridlm" or not script.is_file():
         raise ValueError(f"train.nproc_per_node is {nproc_per_node}: the run must be started with the `hybridlm` "
                          f"command (or under torchrun), not from {sys.argv[0]!r}")
     multi_node = os.environ.get("PET_NNODES", "1") != "1" or "PET_RDZV_ENDPOINT" in os.environ
     command = [sys.executable, "-m", "torch.distributed.run", *([] if multi_node else ["--standalone"]),
-               f"--nproc-per-node={nproc_per_node}", "-m", "hybridlm", *args]
+               f"--nproc-per-node={nproc_per_node}", str(script.absolute()), *sys.argv[1:]]
     print(f"train: launching {nproc_per_node} processes per node: {' '.join(command)}", file=sys.stderr, flush=True)
     sys.stdout.flush()  # exec drops unflushed output
     os.execv(sys.executable, command)
@@ -114,12 +117,12 @@ def check_batch(batch_size: int) -> None:
 def wrap(model: nn.Module, device: torch.device) -> nn.Module:
     """DistributedDataParallel around ``model`` when in a process group, else ``model`` itself.
 
-    No buffer broadcasts: the model's only buffer is a constant, and the weights are already equal on every rank
+    No buffer syncs in forward: the model's only buffer is a constant, and the weights are already equal on every rank
     (all load the same state); DDP still checks that at construction by broadcasting rank 0's parameters."""
     if not dist.is_initialized():
         return model
     ids = [device.index] if device.type == "cuda" else None
-    return nn.parallel.DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False)
+    return nn.parallel.DistributedDataParallel(model, device_ids=ids, forward_sync_buffers=False)
 
 
 def unwrap(model: nn.Module) -> nn.Module:
