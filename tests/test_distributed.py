@@ -28,6 +28,7 @@ from hybridlm.config import TrainParams
 from hybridlm.data.shards import Chunk, write_shards
 from hybridlm.delay import DelayPattern
 from hybridlm.model import ModelConfig
+from hybridlm.pipeline import read_stages
 from hybridlm.training import distributed
 from hybridlm.training.batching import PackedRows, delayed_sequences
 from hybridlm.training.checkpoint import load_checkpoint, trajectory_params
@@ -118,11 +119,11 @@ def test_launch_needs_the_hybridlm_command(monkeypatch):
         distributed.launch(2)
 
 
-def write_split(root: Path) -> None:
+def write_split(folder: Path) -> None:
     meta = {"codec": "facebook/encodec_24khz", "weights": "random", "bandwidth": 6.0, "num_codebooks": 8,
             "codebook_size": 1024, "frame_rate": 75, "sample_rate": 24_000, "params_hash": "test"}
     for name, n, seed in (("train", 24, 0), ("val", 3, 1)):
-        write_shards(root / "data/split" / name, chunks(n, seed), meta, 100)
+        write_shards(folder / name, chunks(n, seed), meta, 100)
 
 
 def rank_pid(launcher: int, rank: int) -> int | None:
@@ -146,13 +147,14 @@ def test_sigkilled_rank_fails_the_run_and_a_rerun_with_one_process_resumes(tmp_p
     train_section = {"steps": 400, "save_steps": [400], "batch_size": 2, "eval_every": 2, "warmup_steps": 1,
                      "decay_steps": 500, "device": "cpu", "nproc_per_node": 2}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(merge(params, {"model": model, "train": train_section})))
-    write_split(tmp_path)
+    stage = read_stages(SOURCE_ROOT / "dvc.yaml")["train"]  # dvc.yaml's cmd, with its path options
+    write_split(tmp_path / stage.options()["split"])
     # a DVC workspace holds the source tree: the ranks must still import the code the `hybridlm` command runs
     (tmp_path / "hybridlm").mkdir()
     (tmp_path / "hybridlm/__init__.py").write_text("raise ImportError('the hybridlm/ folder in the cwd was imported')")
     env = {**os.environ, "HYBRIDLM_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1",
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    proc = subprocess.Popen(["hybridlm", "train"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+    proc = subprocess.Popen(stage.argv, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 300
     while not list((tmp_path / "cache").glob("train/*/resume-*.pt")):
@@ -164,11 +166,11 @@ def test_sigkilled_rank_fails_the_run_and_a_rerun_with_one_process_resumes(tmp_p
     output = proc.communicate(timeout=120)[0]
     assert proc.returncode != 0
     assert "Signal 9 (SIGKILL)" in output and "rank      : 1" in output, output[-3000:]
-    assert not (tmp_path / "data/checkpoints").exists()
+    assert not (tmp_path / stage.options()["checkpoints"]).exists()
     # the same run, now one process: resumes from rank 0's last periodic state
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(merge(params, {
         "model": model, "train": {**train_section, "steps": 40, "save_steps": [40], "nproc_per_node": 1}})))
-    rerun = subprocess.run(["hybridlm", "train"], cwd=tmp_path, env=env, capture_output=True, text=True)
+    rerun = subprocess.run(stage.argv, cwd=tmp_path, env=env, capture_output=True, text=True)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert "train: resuming from step" in rerun.stderr
-    assert load_checkpoint(tmp_path / "data/checkpoints/step-000040.pt")["step"] == 40
+    assert load_checkpoint(tmp_path / stage.options()["checkpoints"] / "step-000040.pt")["step"] == 40
