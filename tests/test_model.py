@@ -133,7 +133,7 @@ def test_gdn_cache_is_constant_size_and_kv_cache_grows():
         model(random_tokens(3, 7), cache)
         model(random_tokens(3, 1), cache)
     gdn, kv = cache.layers
-    assert gdn.conv.shape == (3, 4 * (8 + 8 + 12), 3) and gdn.state.shape == (3, 4, 8, 12)
+    assert gdn.conv.shape == (3, 3, 4 * (8 + 8 + 12)) and gdn.state.shape == (3, 4, 8, 12)
     assert gdn.state.dtype == torch.float32
     assert kv.k.shape == kv.v.shape == (3, 2, 8, 8)
 
