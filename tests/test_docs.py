@@ -100,6 +100,55 @@ def test_every_hybridlm_command_and_option_mentioned_exists(page):
     assert not wrong, f"{page.relative_to(ROOT)}: {wrong}"
 
 
+def required_options() -> dict[str, set[str]]:
+    group = typer.main.get_command(app)
+    return {name: {param.opts[0] for param in cmd.params if param.required} for name, cmd in group.commands.items()}
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_commands_in_console_blocks_can_run_as_written(page):
+    """A `hybridlm` line in a fenced block is a command to copy: it must pass every required option."""
+    required = required_options()
+    text = page.read_text(encoding="utf-8")
+    missing = []
+    for line in (line for block in FENCE.findall(text) for line in block.splitlines()[1:-1]):
+        for match in COMMAND.finditer(line):
+            name, rest = match.groups()
+            given = set(OPTION.findall(rest))
+            if name in required and "--help" not in given and required[name] - given:
+                missing.append(f"{line.strip()!r} lacks {sorted(required[name] - given)}")
+    assert not missing, f"{page.relative_to(ROOT)}: {missing}"
+
+
+PARAM_KEY = re.compile(r"(?<![\w./-])([a-z_]+(?:\.[a-z_0-9]+)+)\b(?![./(\w])")
+FILE_SUFFIXES = {"py", "json", "yaml", "md", "pt", "tsv", "csv", "parquet", "wav", "png", "html", "txt", "lock", "flac"}
+
+
+def params_keys_mentioned(text: str, sections: set[str]) -> set[str]:
+    """`section.key` (and `section.sub.key`) names in code, for sections params.yaml has; file names excluded."""
+    found = set()
+    for snippet in code_snippets(text):
+        for name in PARAM_KEY.findall(snippet):
+            parts = name.split(".")
+            if parts[0] in sections and parts[-1] not in FILE_SUFFIXES:
+                found.add(name)
+    return found
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_every_param_mentioned_exists_in_params_yaml(page):
+    params = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
+    unknown = []
+    for name in sorted(params_keys_mentioned(page.read_text(encoding="utf-8"), set(params))):
+        node = params
+        for part in name.split("."):
+            if not isinstance(node, dict) or part not in node:
+                unknown.append(name)
+                break
+            node = node[part]
+    assert not unknown, f"{page.relative_to(ROOT)} mentions params that params.yaml does not have: {unknown}"
+
+
 def make_targets() -> set[str]:
     text = (ROOT / "Makefile").read_text(encoding="utf-8")
     return {t for line in re.findall(r"^([\w.-][\w. -]*?)\s*:(?!=)", text, re.M) for t in line.split()}
@@ -121,6 +170,9 @@ def test_the_snippet_parsers_see_what_they_should():
     assert match.group(1) == "bench" and OPTION.findall(match.group(2)) == ["--repeats", "--x"]
     assert "pip install hybridlm[cuda]" not in [m.group(0) for m in COMMAND.finditer("pip install hybridlm[cuda]")]
     assert {"demo", "test", "install", "bench"} <= make_targets()
+    assert params_keys_mentioned("`train.steps=12000`, `data.synthetic.clips`, `stages/train.py`, `train.json`, "
+                                 "`hybridlm.data.shards`, `model.py`", {"train", "data", "model"}) == \
+        {"train.steps", "data.synthetic.clips"}
     assert github_slug("Gated DeltaNet kernels (`hybridlm/ops/gated_delta.py`)") == \
         "gated-deltanet-kernels-hybridlmopsgated_deltapy"
 
