@@ -22,7 +22,7 @@ import yaml
 from typer.testing import CliRunner
 
 from hybridlm.cli import app
-from hybridlm.demo import demo_overrides
+from hybridlm.demo import demo_overrides, summary
 from hybridlm.pipeline import read_stages
 from hybridlm.training.checkpoint import load_checkpoint
 from hybridlm.workspace import create_workspace, merge, run_tool, tool_env
@@ -70,6 +70,11 @@ def test_repro_writes_checkpoints_metrics_and_curves(workspace):
     train = json.loads((workspace / "metrics/train.json").read_text())
     assert train["step"] == 8 and train["val_ema_loss"] == pytest.approx(evals["step_8"]["loss"], rel=1e-4)
     assert 0 <= train["pad_fraction"] < 0.5
+    assert "tokens_per_second" not in train and "train/tokens_per_second" not in state["history"][-1]
+    timing = json.loads((workspace / "metrics/timing/train.json").read_text())
+    assert timing["tokens_per_second"] > 0 and timing["started_from_step"] == 0 and timing["device"] == "cpu"
+    shown = summary(workspace)  # what `hybridlm demo` prints, read through dvc.yaml's paths
+    assert f"step     8: EMA val loss {evals['step_8']['loss']:.4f}" in shown and "tokens/s" in shown
     loss_rows = (workspace / "dvclive/plots/metrics/train/loss.tsv").read_text().splitlines()
     assert loss_rows[0].split("\t") == ["step", "loss"] and len(loss_rows) == 1 + 8
     assert len((workspace / "dvclive/plots/metrics/val/ema_loss.tsv").read_text().splitlines()) == 1 + 4
