@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Open the sample gallery in headless Chromium and check that every spectrogram decodes and every WAV opens.
+"""Open the results page in headless Chromium and check that every image (curves, spectrograms) decodes and every
+WAV opens.
 
 Usage: scripts/check_gallery.py data/samples/index.html [--screenshot gallery.png]
 
@@ -15,11 +16,14 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "chrome")
+# Offline and stateless: no background network traffic, no first-run or sync services, a throw-away profile.
 FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--autoplay-policy=no-user-gesture-required",
-         "--allow-file-access-from-files", "--virtual-time-budget=15000")
+         "--allow-file-access-from-files", "--virtual-time-budget=15000", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--no-first-run")
 
 
 def find_browser() -> str | None:
@@ -32,16 +36,18 @@ def check(page: Path, screenshot: Path | None = None) -> tuple[bool, str]:
     if browser is None:
         raise FileNotFoundError(f"no Chromium found (tried {', '.join(BROWSERS)})")
     url = page.resolve().as_uri()
-    dom = subprocess.run([browser, *FLAGS, "--dump-dom", url], capture_output=True, text=True, timeout=120).stdout
-    images = re.search(r'data-images="(\d+)/(\d+)"', dom)
-    audio = re.search(r'data-audio="(\d+)/(\d+)"', dom)
-    if not images or not audio:
-        return False, f"{page}: the page's self-check did not run (no data-images/data-audio on <body>)"
-    if screenshot is not None:
-        subprocess.run([browser, *FLAGS, "--window-size=1400,1000", f"--screenshot={screenshot.resolve()}", url],
-                       capture_output=True, timeout=120, check=True)
+    with tempfile.TemporaryDirectory(prefix="check-gallery-") as profile:
+        flags = (*FLAGS, f"--user-data-dir={profile}")
+        dom = subprocess.run([browser, *flags, "--dump-dom", url], capture_output=True, text=True, timeout=120).stdout
+        images = re.search(r'data-images="(\d+)/(\d+)"', dom)
+        audio = re.search(r'data-audio="(\d+)/(\d+)"', dom)
+        if not images or not audio:
+            return False, f"{page}: the page's self-check did not run (no data-images/data-audio on <body>)"
+        if screenshot is not None:
+            subprocess.run([browser, *flags, "--window-size=1400,1000", f"--screenshot={screenshot.resolve()}", url],
+                           capture_output=True, timeout=120, check=True)
     ok = all(int(m.group(1)) == int(m.group(2)) > 0 for m in (images, audio))
-    return ok, f"{page}: spectrograms decoded {images.group(1)}/{images.group(2)}, audio playable " \
+    return ok, f"{page}: images decoded {images.group(1)}/{images.group(2)}, audio playable " \
                f"{audio.group(1)}/{audio.group(2)}"
 
 

@@ -101,14 +101,17 @@ def test_render_writes_wavs_spectrograms_and_gallery(workspace):
         rms = [float(np.sqrt(np.mean(a ** 2))) for a in (*audios, audios[0] - audios[1])]
         assert rms[2] > 0.5 * max(rms[:2]), rms
         assert f"step {step}<br>" in page and f"EMA val loss {evals[f'step_{step}']['loss']:.4f}" in page
-    assert page.count("<audio") == 4 and page.count("<img") == 4
+    assert page.count("<audio") == 4 and page.count("<img") == 4 + 5  # samples, curves
+    assert "The reference run's published values are not drawn" in page  # the demo is not the reference run
+    for step in (4, 8):
+        assert f'<tr id="metrics-{step}"><th>{step}</th><td>{evals[f"step_{step}"]["loss"]:.4f}</td>' in page
 
 
 @pytest.mark.skipif(check_gallery.find_browser() is None, reason="needs Chromium (apt-get install -y chromium)")
 def test_gallery_loads_in_headless_chromium(workspace, tmp_path):
     ok, summary = check_gallery.check(workspace / "data/samples/index.html", tmp_path / "shot.png")
     assert ok, summary
-    assert "decoded 4/4" in summary and "playable 4/4" in summary
+    assert "decoded 9/9" in summary and "playable 4/4" in summary  # 5 curves + 4 spectrograms
     assert (tmp_path / "shot.png").stat().st_size > 10_000
 
 

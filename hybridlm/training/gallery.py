@@ -1,8 +1,10 @@
-"""Sample files and the HTML gallery: WAV + spectrogram PNG per sample, one page of checkpoints x samples.
+"""Sample files and the results page: WAV + spectrogram PNG per sample; one page with the training curves, a metrics
+table per checkpoint and the checkpoints x samples grid.
 
 Why one static page: the question "does it get cleaner with more training" is answered by listening to the same
-sample slot across checkpoints, side by side, with the step and EMA val loss next to each row. A static HTML file
-with relative links opens from the DVC workspace (or any file server) with no tooling.
+sample slot across checkpoints, side by side, next to the curves and numbers of the same run. A static HTML file
+with relative links and no script or style from the network opens from the DVC workspace (or any file server) with
+no tooling, offline included.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import numpy as np  # noqa: E402
 import soundfile as sf  # noqa: E402
 
 from hybridlm.atomic import write_text  # noqa: E402
+from hybridlm.training.report import Curve  # noqa: E402
 
 
 def write_wav(path: Path, audio: np.ndarray, sample_rate: int) -> None:
@@ -40,17 +43,55 @@ def write_spectrogram(path: Path, audio: np.ndarray, sample_rate: int, title: st
 @dataclass(frozen=True)
 class GalleryRow:
     step: int
-    val_loss: float | None  # EMA val CE of the checkpoint (metrics/eval.json); None if not evaluated
+    evaluation: dict | None  # the checkpoint's metrics/eval.json entry (loss, ppl, targets, per_codebook) or None
+    train_loss: float | None  # train loss logged at this step (the checkpoint's history)
+    reference_loss: float | None  # the reference run's published EMA val loss at this step, when comparable
     samples: list[tuple[str, str]]  # (wav, png) paths relative to the page
 
 
-def write_gallery(path: Path, rows: list[GalleryRow], caption: str) -> None:
-    """One HTML page: a row per checkpoint (step, EMA val loss), a cell per sample (audio player + spectrogram)."""
+def _number(value: float | None, digits: int) -> str:
+    return "&mdash;" if value is None else f"{value:.{digits}f}"
+
+
+def metrics_table(rows: list[GalleryRow]) -> str:
+    """A row per checkpoint: EMA val loss and PPL, train loss, the reference value, val tokens, CE per codebook."""
+    codebooks = sorted({cb for r in rows if r.evaluation for cb in r.evaluation["per_codebook"]},
+                       key=lambda name: int(name.removeprefix("cb")))
+    head = ("<th>step</th><th>EMA val loss</th><th>EMA val PPL</th><th>train loss</th><th>reference EMA val loss"
+            "</th><th>val tokens</th>" + "".join(f"<th>{html.escape(cb)}</th>" for cb in codebooks))
+    body = []
+    for row in rows:
+        ev = row.evaluation or {}
+        per = ev.get("per_codebook", {})
+        cells = [_number(ev.get("loss"), 4), _number(ev.get("ppl"), 2), _number(row.train_loss, 4),
+                 _number(row.reference_loss, 4), f"{ev['targets']:,}" if "targets" in ev else "&mdash;"]
+        cells += [_number(per.get(cb), 4) for cb in codebooks]
+        body.append(f'<tr id="metrics-{row.step}"><th>{row.step}</th>' + "".join(f"<td>{c}</td>" for c in cells)
+                    + "</tr>")
+    return f'<table class="metrics"><thead><tr>{head}</tr></thead><tbody>\n{chr(10).join(body)}\n</tbody></table>'
+
+
+def curves_section(curves: list[Curve], reference_differences: list[str]) -> str:
+    """The curve images and a line saying whether the reference run's published values are drawn, and if not why."""
+    if not reference_differences:
+        note = ("The EMA val plots also show the reference run's published values (grey squares): this run has the "
+                "reference settings.")
+    else:
+        shown = "; ".join(reference_differences[:6]) + ("; ..." if len(reference_differences) > 6 else "")
+        note = f"The reference run's published values are not drawn: this run's settings differ ({shown})."
+    images = "".join(f'<img src="{html.escape(c.file)}" alt="{html.escape(c.title)}" width="600">' for c in curves)
+    return f"<p>{html.escape(note)}</p>\n<div class=\"curves\">{images}</div>"
+
+
+def write_gallery(path: Path, rows: list[GalleryRow], caption: str, curves: list[Curve],
+                  reference_differences: list[str]) -> None:
+    """The results page: training curves, the metrics table, then a row per checkpoint (step, EMA val loss) with
+    a cell per sample (audio player + spectrogram). Every path in it is relative to the page."""
     columns = max(len(r.samples) for r in rows)
     head = "".join(f"<th>sample {i}</th>" for i in range(columns))
     body = []
     for row in rows:
-        loss = "n/a" if row.val_loss is None else f"{row.val_loss:.4f}"
+        loss = "n/a" if row.evaluation is None else f"{row.evaluation['loss']:.4f}"
         cells = "".join(
             f'<td><audio controls preload="metadata" src="{html.escape(wav)}"></audio><br>'
             f'<img src="{html.escape(png)}" alt="spectrogram of step {row.step} {html.escape(wav)}" width="420"></td>'
@@ -59,15 +100,23 @@ def write_gallery(path: Path, rows: list[GalleryRow], caption: str) -> None:
         body.append(f'<tr id="step-{row.step}"><th class="step">step {row.step}<br>'
                     f'<span class="loss">EMA val loss {loss}</span></th>{cells}</tr>')
     page = f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>hybridlm samples</title>
+<html lang="en"><head><meta charset="utf-8"><title>hybridlm results</title>
 <style>
 body {{ font-family: sans-serif; margin: 1.5em; }}
 table {{ border-collapse: collapse; }} td, th {{ border: 1px solid #ccc; padding: 6px; vertical-align: top; }}
 th.step {{ text-align: left; white-space: nowrap; }} .loss {{ font-weight: normal; color: #555; }}
-audio {{ width: 420px; }}
+audio {{ width: 420px; }} .curves img {{ margin: 0 8px 8px 0; }}
+table.metrics td {{ text-align: right; font-variant-numeric: tabular-nums; }}
 </style></head>
 <body>
-<h1>hybridlm: unconditional samples per checkpoint</h1>
+<h1>hybridlm: results</h1>
+<h2>Training curves</h2>
+{curves_section(curves, reference_differences)}
+<h2>Metrics per checkpoint</h2>
+<p>EMA val loss and PPL from metrics/eval.json (the evaluate stage); train loss as logged at that step; cross-entropy
+per codebook in nats.</p>
+{metrics_table(rows)}
+<h2>Samples</h2>
 <p>{html.escape(caption)}</p>
 <table>
 <thead><tr><th>checkpoint</th>{head}</tr></thead>
@@ -76,7 +125,7 @@ audio {{ width: 420px; }}
 </tbody>
 </table>
 <script>
-// Self-check for headless browsers (scripts/check_gallery.py reads these attributes): how many spectrograms decoded
+// Self-check for headless browsers (scripts/check_gallery.py reads these attributes): how many images decoded
 // and how many audio files a browser could open.
 window.addEventListener("load", async () => {{
   const images = [...document.images];

@@ -1,0 +1,118 @@
+"""The offline results page: curves drawn from a checkpoint's history, the reference overlay only for the reference
+settings, a metrics table per checkpoint, and the whole page (curves, spectrograms, audio) loading in headless
+Chromium from disk with no network resource."""
+
+from __future__ import annotations
+
+import math
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hybridlm.config import load_params
+from hybridlm.demo import demo_overrides
+from hybridlm.training.gallery import GalleryRow, write_gallery, write_spectrogram, write_wav
+from hybridlm.training.report import REFERENCE_EMA_VAL_LOSS, reference_differences, write_curves
+from hybridlm.workspace import merge
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+import check_gallery  # noqa: E402
+
+
+def history(records: int = 40, every: int = 50, eval_every: int = 10) -> list[dict[str, float]]:
+    """A made-up run logged every ``every`` steps up to ``records * every`` (default 2000: past the reference's 1800)."""
+    out = []
+    for i in range(1, records + 1):
+        record = {"step": i * every, "train/loss": 7.0 - i / 10, "train/lr": 1e-3 * min(1, i / 5),
+                  "train/grad_norm": 2.0 / i}
+        if i % eval_every == 0:
+            record.update({"val/ema_loss": 6.5 - i / 20, "val/ema_ppl": math.exp(6.5 - i / 20)})
+        out.append(record)
+    return out
+
+
+def test_reference_overlay_only_for_the_reference_settings():
+    params = load_params(ROOT / "params.yaml")
+    assert reference_differences(params) == []
+    # what may change without changing what the val loss measures
+    assert reference_differences(merge(params, {"train": {"steps": 12000, "device": "cpu", "precision": "fp32"},
+                                                "model": {"gdn_backend": "torch_chunk"},
+                                                "data": {"source": "/data/LJSpeech-1.1.tar.bz2"}})) == []
+    demo = reference_differences(merge(params, demo_overrides()))
+    assert "tokenize.weights: 'random' (reference 'pretrained')" in demo
+    assert any(d.startswith("data.source: 'synthetic'") for d in demo)
+    assert reference_differences(merge(params, {"train": {"lr": 3e-4}})) == ["train.lr: 0.0003 (reference 0.001)"]
+    assert reference_differences(merge(params, {"data": {"source": "/corpora/LJSpeech-1.1"}}))[0].startswith(
+        "data.source: '/corpora/LJSpeech-1.1' (reference: the LJ Speech 1.1 archive")
+
+
+def test_curves_are_drawn_from_the_history_with_the_overlay_on_request(tmp_path):
+    plain = write_curves(tmp_path / "a" / "curves", history(), reference=False)
+    overlaid = write_curves(tmp_path / "b" / "curves", history(), reference=True)
+    files = ["train_loss.png", "lr.png", "grad_norm.png", "val_loss.png", "val_ppl.png"]
+    assert [c.file for c in plain] == [f"curves/{f}" for f in files] == [c.file for c in overlaid]
+    for name in files:
+        a, b = (tmp_path / "a/curves" / name).read_bytes(), (tmp_path / "b/curves" / name).read_bytes()
+        assert a[:8] == b"\x89PNG\r\n\x1a\n"
+        assert (a == b) == (not name.startswith("val_")), name  # the overlay changes the val plots only
+    again = write_curves(tmp_path / "c" / "curves", history(), reference=True)
+    assert all((tmp_path / "c" / c.file).read_bytes() == (tmp_path / "b" / c.file).read_bytes() for c in again)
+    # a run too short to have an EMA evaluation gets the train curves only
+    assert [c.file for c in write_curves(tmp_path / "d" / "curves", history(4), False)] == [
+        f"curves/{f}" for f in files[:3]]
+    # the published points are drawn up to the run's last step only: none before step 200
+    write_curves(tmp_path / "f" / "curves", history(every=1), reference=True)
+    write_curves(tmp_path / "g" / "curves", history(every=1), reference=False)
+    assert (tmp_path / "f/curves/val_loss.png").read_bytes() == (tmp_path / "g/curves/val_loss.png").read_bytes()
+    with pytest.raises(ValueError, match="history is empty"):
+        write_curves(tmp_path / "e", [], False)
+
+
+def build_page(folder: Path, reference: bool) -> Path:
+    """A results page as the render stage writes it: curves, two checkpoints x two samples, a metrics table."""
+    curves = write_curves(folder / "curves", history(), reference=reference)
+    rng = np.random.default_rng(0)
+    rows = []
+    for step in (1000, 2000):
+        samples = []
+        for k in range(2):
+            audio = 0.1 * rng.standard_normal(4800).astype(np.float32)
+            write_wav(folder / f"step-{step:06d}/sample-{k}.wav", audio, 24_000)
+            write_spectrogram(folder / f"step-{step:06d}/sample-{k}.png", audio, 24_000, f"step {step}, sample {k}")
+            samples.append((f"step-{step:06d}/sample-{k}.wav", f"step-{step:06d}/sample-{k}.png"))
+        evaluation = {"step": step, "loss": 6.5 - step / 1000, "ppl": math.exp(6.5 - step / 1000), "targets": 1234,
+                      "per_codebook": {f"cb{i}": 6.0 + i / 10 for i in range(8)}}
+        reference = REFERENCE_EMA_VAL_LOSS.get(step) if reference else None
+        rows.append(GalleryRow(step, evaluation, 7.0 - step / 1000, reference, samples))
+    write_gallery(folder / "index.html", rows, "caption", curves,
+                  [] if reference else ["tokenize.weights: 'random' (reference 'pretrained')"])
+    return folder / "index.html"
+
+
+def test_page_holds_curves_metrics_and_samples_with_relative_paths_only(tmp_path):
+    page = build_page(tmp_path, reference=True).read_text()
+    assert page.count('<img src="curves/') == 5 and page.count("<audio") == 4
+    assert not re.search(r'(src|href)="(https?:|//|/)', page)  # nothing from the network, nothing absolute
+    for step in (1000, 2000):
+        row = re.search(rf'<tr id="metrics-{step}">(.*?)</tr>', page, re.S).group(1)
+        assert f"{6.5 - step / 1000:.4f}" in row and f"{math.exp(6.5 - step / 1000):.2f}" in row
+        assert f"{7.0 - step / 1000:.4f}" in row and "1,234" in row
+        assert ("4.8500" in row) == (step == 1000)  # the reference column, where the reference run has a value
+    other = build_page(tmp_path / "other", reference=False).read_text()
+    assert "not drawn" in other and "tokenize.weights: &#x27;random&#x27; (reference &#x27;pretrained&#x27;)" in other
+
+
+@pytest.mark.skipif(check_gallery.find_browser() is None, reason="needs Chromium (apt-get install -y chromium)")
+def test_page_loads_offline_in_headless_chromium(tmp_path):
+    page = build_page(tmp_path / "site", reference=True)
+    ok, summary = check_gallery.check(page, tmp_path / "shot.png")
+    assert ok, summary
+    assert "decoded 9/9" in summary and "playable 4/4" in summary  # 5 curves + 4 spectrograms
+    from PIL import Image
+
+    shot = np.asarray(Image.open(tmp_path / "shot.png").convert("L"), dtype=np.float32)
+    assert shot.std() > 10  # not a blank page
