@@ -113,7 +113,7 @@ table.metrics td {{ text-align: right; font-variant-numeric: tabular-nums; }}
 <h2>Training curves</h2>
 {curves_section(curves, reference_differences)}
 <h2>Metrics per checkpoint</h2>
-<p>EMA val loss and PPL from metrics/eval.json (the evaluate stage); train loss as logged at that step; cross-entropy
+<p>EMA val loss and PPL from the evaluate stage; train loss as logged at that step; cross-entropy
 per codebook in nats.</p>
 {metrics_table(rows)}
 <h2>Samples</h2>
