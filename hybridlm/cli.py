@@ -170,15 +170,21 @@ def bench(
     precision: str = typer.Option("both", help="--model: both | bf16 | fp32 (the best of each is compared)."),
     baseline: bool = typer.Option(False, "--baseline", help="--model: also time the parameter-matched "
                                   "pure-attention config (all layers A, d_ff matched; AAAAAAAA/1350 by default)."),
-    markdown: Path = typer.Option(None, help="--model: also write the table (device, date, figures) to this file."),
+    generate: bool = typer.Option(False, "--generate", help="Instead (or with --model): cached sampling speed "
+                                  "and real-time factor at batch 1 and --generate-batch."),
+    frames: int = typer.Option(150, help="--generate: frames per sample (75 = 1 s)."),
+    generate_batch: int = typer.Option(16, help="--generate: the batched setting timed beside batch 1."),
+    markdown: Path = typer.Option(None, help="--model/--generate: also write the tables (device, date, figures) "
+                                  "to this file."),
 ) -> None:
     """Time forward+backward of each Gated DeltaNet backend and print the table with ratios (or, with --model,
-    the whole training step beside transformers)."""
-    if model:
+    the whole training step beside transformers; with --generate, sampling speed)."""
+    if model or generate:
         import dataclasses
 
+        from hybridlm.atomic import write_text
         from hybridlm.config import section
-        from hybridlm.training.benchmark import run_model_benchmark
+        from hybridlm.training.benchmark import benchmark_generation, run_model_benchmark
 
         precisions = {"both": ("fp32", "bf16"), "bf16": ("bf16",), "fp32": ("fp32",)}
         try:
@@ -186,7 +192,15 @@ def bench(
                 raise ValueError(f"bench: --precision must be both, bf16 or fp32, got {precision!r}")
             overrides = {k: v for k, v in (("schedule", schedule), ("d_ff", d_ff)) if v}
             config = dataclasses.replace(section(load_params(params), "model"), **overrides)
-            run_model_benchmark(config, batch, repeats, device, precisions[precision], baseline, markdown)
+            tables = []
+            if model:
+                tables.append(run_model_benchmark(config, batch, repeats, device, precisions[precision],
+                                                  baseline)[1])
+            if generate:
+                tables.append(benchmark_generation(config, frames, tuple(dict.fromkeys((1, generate_batch))),
+                                                   repeats, device, precisions[precision]))
+            if markdown is not None:
+                write_text(markdown, "\n\n".join(tables) + "\n")
         except (ParamError, FileNotFoundError, ValueError) as exc:
             _fail(exc)
         return

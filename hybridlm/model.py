@@ -197,6 +197,28 @@ class GatedRMSNorm(RMSNorm):
         return (super().forward(x).float() * F.silu(gate.float())).to(x.dtype)
 
 
+def fused_weight(owner: nn.Module, *names: str) -> torch.Tensor:
+    """The weights of ``owner``'s Linear submodules ``names`` stacked along the output dim, for one GEMM.
+
+    In training the concat sits in the autograd graph (its cost, one ~MB copy, is small beside the matmul). Without
+    gradients (sampling, evaluation) the stacked copy is kept on ``owner`` and rebuilt only when a weight changes
+    (new storage or an in-place update such as an optimizer step or load_state_dict bumps ``_version``): a decode
+    step re-concatenating every layer's weights spent ~30% of its time in the copies.
+    """
+    weights = [getattr(owner, name).weight for name in names]
+    if torch.is_grad_enabled() and any(w.requires_grad for w in weights):
+        return torch.cat(weights)
+    device_type = weights[0].device.type
+    # Under autocast keep the copy in the autocast dtype: F.linear then has nothing to cast, and a bf16 copy halves
+    # the bytes a memory-bound decode step reads (a 1 x 384 x 8216 GEMV: 2.2 ms fp32, 0.7 ms bf16 on one core).
+    dtype = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else weights[0].dtype
+    key = (dtype, *((w.data_ptr(), w._version) for w in weights))
+    cached = owner.__dict__.get("_fused_weight")
+    if cached is None or cached[0] != key:
+        cached = owner.__dict__["_fused_weight"] = (key, torch.cat(weights).to(dtype))
+    return cached[1]
+
+
 class SwiGLU(nn.Module):
     """down(SiLU(gate(x)) * up(x)), no biases."""
 
@@ -207,7 +229,7 @@ class SwiGLU(nn.Module):
         self.down_proj = nn.Linear(d_ff, d_model, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate, up = F.linear(x, torch.cat([self.gate_proj.weight, self.up_proj.weight])).chunk(2, dim=-1)  # one GEMM
+        gate, up = F.linear(x, fused_weight(self, "gate_proj", "up_proj")).chunk(2, dim=-1)  # one GEMM
         return self.down_proj(F.silu(gate) * up)
 
 
@@ -292,7 +314,7 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor, offset: int, cache: KVCache | None) -> torch.Tensor:
         batch, steps, _ = x.shape
         q_width, kv_width = self.n_heads * self.head_dim, self.n_kv_heads * self.head_dim
-        q, k, v = F.linear(x, torch.cat([self.q_proj.weight, self.k_proj.weight, self.v_proj.weight])).split(
+        q, k, v = F.linear(x, fused_weight(self, "q_proj", "k_proj", "v_proj")).split(
             [q_width, kv_width, kv_width], dim=-1)  # one GEMM for the three projections
         q = self.q_norm(q).view(batch, steps, self.n_heads, self.head_dim).transpose(1, 2)
         k = self.k_norm(k).view(batch, steps, self.n_kv_heads, self.head_dim).transpose(1, 2)
@@ -366,10 +388,8 @@ class GatedDeltaNet(nn.Module):
     def forward(self, x: torch.Tensor, cache: GDNCache | None) -> torch.Tensor:
         batch, steps, _ = x.shape
         h, kd, vd = self.n_heads, self.key_dim, self.value_dim
-        # All six input projections as one matmul (one weight concat per call, ~1.7 MB, is far cheaper than five
-        # more GEMM calls on small outputs); the parameters stay separate, as in transformers' layout.
-        weight = torch.cat([self.q_proj.weight, self.k_proj.weight, self.v_proj.weight, self.g_proj.weight,
-                            self.a_proj.weight, self.b_proj.weight])
+        # All six input projections as one GEMM (fused_weight); the parameters stay separate, as in transformers.
+        weight = fused_weight(self, "q_proj", "k_proj", "v_proj", "g_proj", "a_proj", "b_proj")
         qkv, gate, decay_in, beta_in = F.linear(x, weight).split([self.conv_channels, h * vd, h, h], dim=-1)
         history = qkv.new_zeros(batch, self.conv_size - 1, self.conv_channels) if cache is None else cache.conv
         padded = torch.cat([history.to(qkv.dtype), qkv], dim=1)  # causal: step s sees steps s-3..s

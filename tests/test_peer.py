@@ -67,8 +67,8 @@ def test_flops_per_step_formula():
 
 def test_model_benchmark_prints_both_implementations_and_the_ratio(tmp_path, capsys):
     out = tmp_path / "bench.md"
-    rows = run_model_benchmark(SMALL, batch=1, repeats=1, device="cpu", precisions=("fp32",), baseline=True,
-                               markdown=out)
+    rows, table = run_model_benchmark(SMALL, batch=1, repeats=1, device="cpu", precisions=("fp32",), baseline=True)
+    out.write_text(table)
     names = [row.name for row in rows]
     assert names[:2] == ["hybridlm", "transformers"] and "matched transformer" in names[2]
     assert all(row.seconds > 0 and row.steps_per_second > 0 for row in rows)
@@ -76,3 +76,22 @@ def test_model_benchmark_prints_both_implementations_and_the_ratio(tmp_path, cap
     assert "| hybridlm | fp32 |" in table and "| transformers | fp32 |" in table
     assert "x** transformers' speed" in table and "MFU peak" in table
     assert table.strip() in capsys.readouterr().out
+
+
+def test_generation_benchmark_reports_real_time_factors_via_the_cli(tmp_path):
+    import yaml
+    from typer.testing import CliRunner
+
+    from hybridlm.cli import app
+
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"model": dict(schedule="LLAL", d_model=48, d_ff=64, n_heads=2, n_kv_heads=1,
+                                                    gdn_key_dim=16, gdn_value_dim=24, context=40)}))
+    out = tmp_path / "gen.md"
+    result = CliRunner().invoke(app, ["bench", "--generate", "--params", str(params), "--frames", "3", "--repeats",
+                                      "1", "--generate-batch", "2", "--precision", "both", "--markdown", str(out)])
+    assert result.exit_code == 0, result.output
+    table = out.read_text()
+    assert "| 1 | fp32 |" in table and "| 2 | bf16 |" in table and "x real time" in table
+    bad = CliRunner().invoke(app, ["bench", "--generate", "--params", str(params), "--precision", "fp16"])
+    assert bad.exit_code == 2 and "--precision must be both, bf16 or fp32" in bad.output

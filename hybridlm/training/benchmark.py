@@ -32,11 +32,11 @@ from pathlib import Path
 
 import torch
 
-from hybridlm.atomic import write_text
 from hybridlm.config import TrainParams, resolve_device
 from hybridlm.delay import DelayPattern
 from hybridlm.model import HybridLM, ModelConfig
 from hybridlm.training.loop import build_model, make_optimizer, train_step
+from hybridlm.training.precision import autocast
 
 WARMUP_STEPS = 2
 # Dense peak FLOP/s by GPU name substring: (bf16, fp32 non-tensor). Vendor datasheets (SXM parts).
@@ -241,8 +241,9 @@ def matched_transformer(config: ModelConfig) -> ModelConfig:
 
 
 def run_model_benchmark(config: ModelConfig, batch: int, repeats: int, device: str, precisions: tuple[str, ...],
-                        baseline: bool, markdown: Path | None) -> list[Row]:
-    """`hybridlm bench --model`: time hybridlm and transformers (and the matched transformer), print the table."""
+                        baseline: bool) -> tuple[list[Row], str]:
+    """`hybridlm bench --model`: time hybridlm and transformers (and the matched transformer); print and return
+    the rows and the markdown table."""
     if batch < 1 or repeats < 1:
         raise ValueError(f"bench: --batch and --repeats must be >= 1, got {batch}, {repeats}")
     dev = resolve_device(device, "bench --device")
@@ -255,6 +256,45 @@ def run_model_benchmark(config: ModelConfig, batch: int, repeats: int, device: s
     rows = benchmark_training(config, batch, dev, repeats, precisions, implementations)
     table = format_table(rows, config, batch, dev, repeats)
     print(table)
-    if markdown is not None:
-        write_text(markdown, table + "\n")
-    return rows
+    return rows, table
+
+
+ENCODEC_FRAME_RATE = 75  # frames per second of facebook/encodec_24khz: what "real time" means for sampling
+
+
+def benchmark_generation(config: ModelConfig, frames: int, batches: tuple[int, ...], repeats: int, device: str,
+                         precisions: tuple[str, ...]) -> str:
+    """Cached sampling speed (HybridLM.generate, top-k 250) as ms per delayed step and real-time factor.
+
+    Real-time factor = seconds of audio produced (batch x frames / 75) per second of wall time; > 1 is faster than
+    real time. Random weights: the work per step does not depend on the weights. Median of ``repeats`` after one
+    untimed short run per setting. Returns the markdown table (also printed).
+    """
+    if frames < 1 or repeats < 1 or not batches or min(batches) < 1:
+        raise ValueError(f"bench: --frames, --repeats and batch sizes must be >= 1, got {frames}, {repeats}, "
+                         f"{batches}")
+    dev = resolve_device(device, "bench --device")
+    torch.manual_seed(0)
+    model = HybridLM(config).to(dev).eval()
+    steps = DelayPattern(config.num_codebooks, config.codebook_size).num_steps(frames) - 1
+    lines = [f"Cached generation, schedule {config.schedule}, {frames} frames ({steps} delayed steps) per sample, "
+             f"device {dev.type}, {torch.get_num_threads()} threads, median of {repeats}; real time = "
+             f"{ENCODEC_FRAME_RATE} frames/s.", "",
+             "| batch | precision | ms per delayed step | x real time |", "| ---: | --- | ---: | ---: |"]
+    for batch in batches:
+        for precision in precisions:
+            times = []
+            with autocast(precision, dev):
+                model.generate(2, batch_size=batch)  # warm-up: allocations, fused weight copies
+                for _ in range(repeats):
+                    _sync(dev)
+                    start = time.perf_counter()
+                    model.generate(frames, batch_size=batch, generator=torch.Generator(dev).manual_seed(0))
+                    _sync(dev)
+                    times.append(time.perf_counter() - start)
+            seconds = statistics.median(times)
+            lines.append(f"| {batch} | {precision} | {seconds / steps * 1e3:.1f} | "
+                         f"{batch * frames / ENCODEC_FRAME_RATE / seconds:.2f} |")
+    table = "\n".join(lines)
+    print(table)
+    return table
