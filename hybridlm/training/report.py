@@ -50,14 +50,14 @@ def reference_differences(params: dict[str, Any]) -> list[str]:
     """The settings in which ``params`` differs from the reference run (the schema defaults), as
     ``section.key: ours (reference ...)``; empty when the published numbers apply."""
     diffs = []
-    for name in COMPARED_SECTIONS:
-        ours, ref = dataclasses.asdict(section(params, name)), dataclasses.asdict(schema(name)())
-        diffs += [f"{name}.{key}: {ours[key]!r} (reference {ref[key]!r})" for key in ref
-                  if key not in NOT_COMPARED.get(name, ()) and ours[key] != ref[key]]
     source = section(params, "data").source
     if not (urllib.parse.urlsplit(source).scheme in ("http", "https") or source.endswith(ARCHIVE_SUFFIXES)):
         # a folder or the synthetic corpus is never checked against the SHA-256, so it cannot count as LJ Speech
         diffs.append(f"data.source: {source!r} (reference: the LJ Speech 1.1 archive, checked by data.sha256)")
+    for name in COMPARED_SECTIONS:
+        ours, ref = dataclasses.asdict(section(params, name)), dataclasses.asdict(schema(name)())
+        diffs += [f"{name}.{key}: {ours[key]!r} (reference {ref[key]!r})" for key in ref
+                  if key not in NOT_COMPARED.get(name, ()) and ours[key] != ref[key]]
     return diffs
 
 
