@@ -125,6 +125,27 @@ def train(
         _fail(exc)
 
 
+@app.command("train_tts")
+def train_tts(
+    params: Path = PARAMS,
+    sentences: Path = _path("Sentence shards folder ({train,val}/, with the text column) to read."),
+    init_from: Path = _path("Unconditional checkpoint to start from, or a folder of them (its latest step)."),
+    checkpoints: Path = _path("Folder to write step-NNNNNN.pt checkpoints to."),
+    live: Path = _path("DVCLive folder to write the per-step curves to."),
+    metrics: Path = _path("JSON metrics to write (final losses with and without text, data summary)."),
+    timing: Path = _path("JSON timing to write (tokens/s, resume point, device)."),
+) -> None:
+    """Fine-tune the text-conditioned model from an unconditional checkpoint (warm start); resumes where it can."""
+    from hybridlm.ops.gated_delta import BackendParityError
+    from hybridlm.training.loop import TrainingDiverged
+
+    try:
+        _run("train_tts", params, {"sentences": sentences, "init_from": init_from, "checkpoints": checkpoints,
+                                   "live": live, "metrics": metrics, "timing": timing})
+    except (TrainingDiverged, BackendParityError, ImportError) as exc:
+        _fail(exc)
+
+
 @app.command()
 def evaluate(
     params: Path = PARAMS,
@@ -136,6 +157,19 @@ def evaluate(
     _run("evaluate", params, {"checkpoints": checkpoints, "split": split, "metrics": metrics})
 
 
+@app.command("evaluate_tts")
+def evaluate_tts(
+    params: Path = PARAMS,
+    checkpoints: Path = _path("Text-to-speech checkpoint folder to read."),
+    sentences: Path = _path("Sentence shards folder to read (val/ is evaluated)."),
+    init_from: Path = _path("The checkpoint train_tts started from (part of its data identity)."),
+    metrics: Path = _path("JSON metrics to write (val loss with and without the text per checkpoint)."),
+) -> None:
+    """EMA val cross-entropy of every text-to-speech checkpoint, with and without the text."""
+    _run("evaluate_tts", params, {"checkpoints": checkpoints, "sentences": sentences, "init_from": init_from,
+                                  "metrics": metrics})
+
+
 @app.command()
 def render(
     params: Path = PARAMS,
@@ -145,6 +179,42 @@ def render(
 ) -> None:
     """Unconditional samples from every checkpoint: WAVs, spectrograms and an HTML gallery."""
     _run("render", params, {"checkpoints": checkpoints, "eval_metrics": eval_metrics, "out": out})
+
+
+@app.command("render_tts")
+def render_tts(
+    params: Path = PARAMS,
+    checkpoints: Path = _path("Text-to-speech checkpoint folder to read."),
+    sentences: Path = _path("Sentence shards folder (the val transcripts are prompts)."),
+    eval_metrics: Path = _path("The evaluate_tts stage's metrics (val loss per checkpoint, shown in the gallery)."),
+    out: Path = _path("Folder to write WAVs, spectrograms, alignment plots and index.html to."),
+) -> None:
+    """Every text-to-speech checkpoint reads val transcripts and tts_render.texts aloud: a gallery."""
+    _run("render_tts", params, {"checkpoints": checkpoints, "sentences": sentences, "eval_metrics": eval_metrics,
+                                "out": out})
+
+
+@app.command()
+def say(
+    text: str = typer.Argument(..., help="What to say (characters of the text vocabulary; numbers as words)."),
+    checkpoint: Path = typer.Option(..., help="A checkpoint of the train_tts stage (step-NNNNNN.pt)."),
+    out: Path = typer.Option(Path("speech.wav"), help="WAV file to write."),
+    cfg_scale: float = typer.Option(3.0, help="Classifier-free guidance scale (1 = plain conditional sampling)."),
+    seed: int = typer.Option(0, help="Sampling seed."),
+    temperature: float = typer.Option(1.0, help="Sampling temperature (> 0)."),
+    top_k: int = typer.Option(250, help="Sample among the k most likely codes."),
+    max_seconds: float = typer.Option(12.0, help="Length guard when the model samples no EOS."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda."),
+) -> None:
+    """Read one sentence aloud with a text-to-speech checkpoint and write it as a WAV file."""
+    from hybridlm.say import say as read_aloud
+
+    try:
+        seconds, ended = read_aloud(text, checkpoint, out, cfg_scale=cfg_scale, seed=seed, temperature=temperature,
+                                    top_k=top_k, max_seconds=max_seconds, device=device)
+    except (ParamError, FileNotFoundError, ValueError) as exc:
+        _fail(exc)
+    typer.echo(f"say: {seconds:.2f} s -> {out}" + ("" if ended else f" (no EOS: cut at --max-seconds {max_seconds:g})"))
 
 
 @app.command()

@@ -188,6 +188,48 @@ class RenderParams:
     precision: Literal["auto", "bf16", "fp32"] = "auto"  # samples are random draws: bf16 noise is harmless
 
 
+# ------------------------------------------------------------------------------------------------------ text-to-speech
+@dataclass(frozen=True)
+class TtsTrainParams(TrainParams):
+    """``tts_train``: the text-conditioned fine-tune. Every ``train`` key (same meaning, own values), plus the
+    unconditional checkpoint it starts from and the text dropout that classifier-free guidance needs."""
+
+    # A checkpoint file of the unconditional run, or a folder of them (its latest step): its decoder weights (EMA)
+    # are loaded, the text encoder and cross-attention start fresh. Read by dvc.yaml, which templates it into the
+    # train_tts cmd (--init-from) and deps; set in params.yaml.
+    init_from: str = ""
+    text_dropout: float = field(default=0.1, metadata={"min": 0.0, "lt": 1.0})  # P(a training row loses its text)
+
+
+@dataclass(frozen=True)
+class TtsEvaluateParams(EvaluateParams):
+    """``tts_evaluate``: like ``evaluate``, on the val sentences, with and without their text."""
+
+
+@dataclass(frozen=True)
+class TtsRenderParams:
+    """``tts_render``: what the text-to-speech gallery reads aloud and how it samples."""
+
+    steps: list[int] = field(default_factory=list, metadata={"min": 1})  # [] = every TTS checkpoint
+    val_sentences: int = field(default=3, metadata={"min": 0})  # the first N val transcripts (held out)
+    texts: list[str] = field(default_factory=list)  # extra prompts, read by every checkpoint
+    max_seconds: float = field(default=12.0, metadata={"gt": 0})  # length guard when no EOS is sampled
+    cfg_scale: float = field(default=3.0, metadata={"min": 0.0})  # classifier-free guidance; 1 = plain conditional
+    temperature: float = field(default=1.0, metadata={"gt": 0})
+    top_k: int = field(default=250, metadata={"min": 1})
+    seed: int = field(default=0, metadata={"min": 0})
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
+
+    def __post_init__(self) -> None:
+        if not self.val_sentences and not self.texts:
+            raise ParamError("params.yaml: 'tts_render' has nothing to read: set 'tts_render.val_sentences' >= 1 or "
+                             "list prompts in 'tts_render.texts'")
+        empty = [i for i, t in enumerate(self.texts) if not t.strip()]
+        if empty:
+            raise ParamError(f"params.yaml: 'tts_render.texts[{empty[0]}]' is empty")
+
+
 # ------------------------------------------------------------------------------------------------------------ registry
 # Section name -> schema: a dataclass, or "module:Class" for a schema imported only when that section is read.
 SECTIONS: dict[str, type | str] = {
@@ -202,6 +244,9 @@ SECTIONS: dict[str, type | str] = {
     "render": RenderParams,
     # The text-to-speech stages (train_tts, evaluate_tts, render_tts): model + tts_model (hybridlm.model.with_text).
     "tts_model": "hybridlm.model:TextConfig",
+    "tts_train": TtsTrainParams,
+    "tts_evaluate": TtsEvaluateParams,
+    "tts_render": TtsRenderParams,
 }
 
 

@@ -41,6 +41,10 @@ def summary(workdir: Path) -> str:
              for k, v in evals.items() if k != "final"]
     lines.append(f"  train: {train['step']} steps, last train loss {train['train_loss']:.4f}, padded positions "
                  f"{train['pad_fraction']:.2%}, {timing['tokens_per_second'] or 0:,.0f} tokens/s (median)")
+    tts = load(stages["evaluate_tts"].options()["metrics"])
+    lines += [f"  text-to-speech step {v['step']:>5}: EMA val loss {v['with_text']['loss']:.4f} with the text, "
+              f"{v['without_text']['loss']:.4f} without (gap {v['conditioning_gap']:+.4f} nats)"
+              for k, v in tts.items() if k != "final"]
     return "\n".join(lines)
 
 
@@ -59,7 +63,8 @@ def run_demo(workdir: Path) -> None:
     run_tool(workdir, "git", "commit", "-q", "-m", f"demo: dvc repro ({steps} steps)", capture=True)
     minutes = (time.perf_counter() - tic) / 60
     stages = read_stages(workdir / "dvc.yaml")
-    train, evaluate, render = (stages[name].options() for name in ("train", "evaluate", "render"))
+    train, evaluate, render, render_tts = (stages[name].options()
+                                           for name in ("train", "evaluate", "render", "render_tts"))
     checkpoints = sorted(p.name for p in (workdir / train["checkpoints"]).glob("step-*.pt"))
     longer = steps + max(1, steps // 2)
     print(f"""
@@ -70,5 +75,6 @@ demo: pipeline finished in {minutes:.1f} min.
   timing        {workdir / train["timing"]} (tokens/s; apart from the results, which are byte-reproducible)
   curves        {workdir / train["live"]}/plots/metrics/  ->  cd {workdir} && dvc plots show   (writes dvc_plots/index.html)
   gallery       {workdir / render["out"]}/index.html
+  speech        {workdir / render_tts["out"]}/index.html (text-to-speech: prompts, audio, alignments)
   next          . {Path(sys.executable).parent}/activate && cd {workdir} && dvc exp run -S train.steps={longer} && dvc metrics diff && dvc plots diff
                 (continues the {steps}-step run from its stored state; the checkpoints above stay byte-identical)""")

@@ -57,7 +57,7 @@ class TextConfig:
     d_model: int = field(default=256, metadata={"min": 1})  # text encoder width
     n_heads: int = field(default=4, metadata={"min": 1})  # text encoder self-attention heads
     d_ff: int = field(default=1024, metadata={"min": 1})
-    vocab_size: int = field(default=256, metadata={"min": 3})  # text ids < this (pad 0, unk 1, characters)
+    vocab_size: int = field(default=64, metadata={"min": 3})  # text ids < this (pad 0, unk 1, characters)
     cross_heads: int = field(default=1, metadata={"min": 1})  # heads of each decoder cross-attention
     # Decoder layers (0-based) followed by a cross-attention into the text; null = the attention (A) layers.
     cross_attention_layers: list[int] | None = field(default=None, metadata={"min": 0})

@@ -23,7 +23,7 @@ from hybridlm.config import resolve_device, section
 from hybridlm.data.codec import deterministic_kernels, load_codec
 from hybridlm.training.checkpoint import (ema_model, list_checkpoints, load_checkpoint, select_checkpoints,
                                          validate_checkpoints)
-from hybridlm.training.gallery import GalleryRow, write_gallery, write_spectrogram, write_wav
+from hybridlm.training.gallery import GalleryRow, GallerySample, write_gallery, write_spectrogram, write_wav
 from hybridlm.training.precision import autocast, resolve_precision
 from hybridlm.training.report import REFERENCE_EMA_VAL_LOSS, reference_differences, write_curves
 
@@ -74,7 +74,7 @@ def run(params: dict, *, checkpoints: Path, eval_metrics: Path, out: Path) -> No
             for k, wav in enumerate(audio):
                 write_wav(folder / f"sample-{k}.wav", wav, codec.sample_rate)
                 write_spectrogram(folder / f"sample-{k}.png", wav, codec.sample_rate, f"step {step}, sample {k}")
-                samples.append((f"{folder.name}/sample-{k}.wav", f"{folder.name}/sample-{k}.png"))
+                samples.append(GallerySample(f"{folder.name}/sample-{k}.wav", f"{folder.name}/sample-{k}.png"))
             rows.append(GalleryRow(step, evaluations.get(step), train_loss.get(step),
                                    None if differences else REFERENCE_EMA_VAL_LOSS.get(step), samples))
         curves = write_curves(tmp / "curves", history, reference=not differences)

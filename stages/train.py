@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -21,7 +24,7 @@ from hybridlm.config import TrainParams, resolve_device, section
 from hybridlm.delay import DelayPattern
 from hybridlm.model import ModelConfig
 from hybridlm.ops.gated_delta import check_backend_parity, resolve_backend
-from hybridlm.training.batching import PackedRows, delayed_sequences
+from hybridlm.training.batching import PackedRows, SentenceRows, delayed_sequences
 from hybridlm.training.checkpoint import checkpoint_name, code_version, data_hash, provenance, trajectory_params
 from hybridlm.training import distributed
 from hybridlm.training.loop import train
@@ -30,18 +33,62 @@ from hybridlm.training.splits import read_split
 from hybridlm.training.store import ResumeStore, store_root
 
 
+@dataclass(frozen=True)
+class Outputs:
+    """Where a training stage writes (paths from dvc.yaml), and its command (whose code the trajectory key hashes)."""
+
+    checkpoints: Path
+    live: Path
+    metrics: Path
+    timing: Path
+    command: str = "train"
+
+
+@dataclass
+class TrainData:
+    """What a training stage trains on, as the loop takes it (see loop.train for the text-to-speech fields)."""
+
+    rows: PackedRows | SentenceRows
+    val_sequences: list
+    meta: dict[str, Any]  # the shards' codec metadata, stored with every checkpoint
+    data_hash: str  # part of the trajectory key: other data (or another warm start) never resumes this run
+    summary: str  # one line for the log
+    metrics: dict[str, Any] = field(default_factory=dict)  # extra entries for the metrics file
+    loop_options: dict[str, Any] = field(default_factory=dict)  # val_texts, init, extra_state
+
+
 def run(params: dict, *, split: Path, checkpoints: Path, live: Path, metrics: Path, timing: Path) -> None:
-    model_config = section(params, "model")
-    cfg = section(params, "train")
+    model_config, cfg = section(params, "model"), section(params, "train")
+    train_with(model_config, cfg, "train", lambda: _split_data(model_config, cfg, split),
+               Outputs(checkpoints, live, metrics, timing))
+
+
+def _split_data(model_config: ModelConfig, cfg: TrainParams, split: Path) -> TrainData:
+    """The unconditional run's data: the split's chunks, packed into rows."""
+    train_chunks, meta = read_split(split, "train", model_config)
+    val_chunks, _ = read_split(split, "val", model_config)
+    pattern = DelayPattern(model_config.num_codebooks, model_config.codebook_size)
+    rows = PackedRows(train_chunks, pattern, model_config.context, cfg.seed)
+    summary = (f"train: {len(train_chunks)} chunks -> {rows.rows_per_epoch} rows of {model_config.context} steps per "
+               f"epoch; padded positions {rows.pad_fraction:.2%}, positions with a code target "
+               f"{rows.target_fraction:.2%}")
+    return TrainData(rows, delayed_sequences(val_chunks, pattern), meta, data_hash(split), summary,
+                     {"pad_fraction": rows.pad_fraction, "target_fraction": rows.target_fraction,
+                      "train_chunks": len(train_chunks)})
+
+
+def train_with(model_config: ModelConfig, cfg: TrainParams, key: str, read_data: Callable[[], TrainData],
+               outputs: Outputs) -> None:
+    """The training stages' common body: the torchrun self-launch, then :func:`_train` on every rank. ``key`` is the
+    params section (for error messages), ``read_data`` reads the data once the process group exists."""
     if cfg.nproc_per_node > 1 and not distributed.launched():
         distributed.launch(cfg.nproc_per_node)  # replaces this process by torchrun running this same command
-    with distributed.process_group(resolve_device(cfg.device, "train.device")) as device:
-        _train(model_config, cfg, device, split=split, checkpoints=checkpoints, live=live, metrics=metrics,
-               timing=timing)
+    with distributed.process_group(resolve_device(cfg.device, f"{key}.device")) as device:
+        _train(model_config, cfg, device, read_data, outputs)
 
 
-def _train(model_config: ModelConfig, cfg: TrainParams, device: torch.device, *, split: Path, checkpoints: Path,
-           live: Path, metrics: Path, timing: Path) -> None:
+def _train(model_config: ModelConfig, cfg: TrainParams, device: torch.device, read_data: Callable[[], TrainData],
+           outputs: Outputs) -> None:
     """One rank's part (the whole job in a single process): rank 0 alone logs and writes outputs."""
     main = distributed.is_main()
     say = print if main else lambda message: None
@@ -57,45 +104,42 @@ def _train(model_config: ModelConfig, cfg: TrainParams, device: torch.device, *,
             f"(max relative diff {worst:.1e} on the start-up check)")
     else:
         say(f"train: {precision} on {device.type}")
-    train_chunks, meta = read_split(split, "train", model_config)
-    val_chunks, _ = read_split(split, "val", model_config)
-    pattern = DelayPattern(model_config.num_codebooks, model_config.codebook_size)
+    data = read_data()
     prov = provenance(trajectory_params(dataclasses.asdict(model_config), cfg, device.type, precision),
-                      data_hash(split),
-                      code_version())
+                      data.data_hash, code_version(outputs.command))
     store = ResumeStore(store_root(Path.cwd()), prov) if main else None  # rank 0 alone reads and writes it
-    rows = PackedRows(train_chunks, pattern, model_config.context, cfg.seed)
-    val_sequences = delayed_sequences(val_chunks, pattern)
+    rows, val_sequences, meta = data.rows, data.val_sequences, data.meta
     if not main:  # the other ranks train: rank 0 logs, copies the checkpoints and writes the metrics
-        train(cfg, model_config, rows, val_sequences, store, prov, meta, device)
+        train(cfg, model_config, rows, val_sequences, store, prov, meta, device, **data.loop_options)
         return
-    print(f"train: {len(train_chunks)} chunks -> {rows.rows_per_epoch} rows of {model_config.context} steps per "
-          f"epoch; padded positions {rows.pad_fraction:.2%}, positions with a code target {rows.target_fraction:.2%}")
+    print(data.summary)
 
     from dvclive import Live  # imported here: it is slow to import and only this stage needs it
 
-    with Live(str(live), resume=False, report=None, save_dvc_exp=False, dvcyaml=False) as logger:
+    with Live(str(outputs.live), resume=False, report=None, save_dvc_exp=False, dvcyaml=False) as logger:
         def log(record: dict) -> None:
             logger.step = int(record["step"])
             for name, value in record.items():
                 if name != "step":
                     logger.log_metric(name, value)
 
-        result = train(cfg, model_config, rows, val_sequences, store, prov, meta, device, log=log)
-    with atomic_dir(checkpoints) as tmp:
+        result = train(cfg, model_config, rows, val_sequences, store, prov, meta, device, log=log,
+                       **data.loop_options)
+    with atomic_dir(outputs.checkpoints) as tmp:
         for step, path in result.checkpoints.items():
             shutil.copyfile(path, tmp / checkpoint_name(step))
     last = result.history[-1]
-    write_json(metrics, {
+    write_json(outputs.metrics, {
         "step": result.steps,
         "train_loss": last["train/loss"],
         "val_ema_loss": last.get("val/ema_loss"),
         "val_ema_ppl": last.get("val/ema_ppl"),
-        "pad_fraction": rows.pad_fraction,
-        "target_fraction": rows.target_fraction,
-        "train_chunks": len(train_chunks),
+        **({"val_ema_loss_no_text": last["val/ema_loss_no_text"],
+            "conditioning_gap": last["val/ema_loss_no_text"] - last["val/ema_loss"]}
+           if "val/ema_loss_no_text" in last else {}),
+        **data.metrics,
     })
-    write_json(timing, {"tokens_per_second": result.tokens_per_second, "started_from_step": result.start_step,
+    write_json(outputs.timing, {"tokens_per_second": result.tokens_per_second, "started_from_step": result.start_step,
                         "device": device.type})
-    print(f"train: checkpoints {sorted(result.checkpoints)} in {checkpoints}/ (trajectory {prov['key'][:12]}, "
+    print(f"train: checkpoints {sorted(result.checkpoints)} in {outputs.checkpoints}/ (trajectory {prov['key'][:12]}, "
           f"store {store.folder})")

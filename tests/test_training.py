@@ -122,7 +122,11 @@ def test_packed_rows_cover_each_epoch_once_and_are_deterministic():
 
 def test_eval_batches_keep_whole_chunks_from_bos():
     seqs = delayed_sequences(make_chunks(5, seed=2), PATTERN)
-    batches = list(eval_batches(seqs, PATTERN, batch_size=2))
+    groups = list(eval_batches(seqs, PATTERN, batch_size=2))
+    assert sorted(i for indices, _ in groups for i in indices) == list(range(5))
+    assert all(torch.equal(b[k, :, : seqs[i].shape[1]], torch.from_numpy(seqs[i].astype(np.int64)))
+               for indices, b in groups for k, i in enumerate(indices))
+    batches = [b for _, b in groups]
     assert [b.shape[0] for b in batches] == [2, 2, 1]
     assert all(bool((b[:, :, 0] == PATTERN.bos_id).all()) for b in batches)
     lengths = sorted(s.shape[1] for s in seqs)

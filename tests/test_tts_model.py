@@ -66,9 +66,9 @@ def test_default_model_is_unchanged_and_tts_adds_reported_parameters():
     counts = tts.parameter_counts()
     assert sum(counts.values()) == tts.num_parameters()
     assert tts.config.cross_layers == (3, 7)  # default: after the two attention layers
-    # 4 blocks at d 256 (qkv 3*256^2, o 256^2, SwiGLU 3*256*1024, 2 norms) + 256x256 embedding + final norm
+    # 4 blocks at d 256 (qkv 3*256^2, o 256^2, SwiGLU 3*256*1024, 2 norms) + 64x256 embedding + final norm
     block = 4 * 256 * 256 + 3 * 256 * 1024 + 2 * 256
-    assert counts["text encoder"] == 4 * block + 256 * 256 + 256
+    assert counts["text encoder"] == 4 * block + 64 * 256 + 256  # vocab 64
     # cross-attention: q, o 384^2; k, v 256->384; norm 384; gate 1
     assert counts["cross-attention after layer 3"] == counts["cross-attention after layer 7"] == (
         2 * 384 * 384 + 2 * 256 * 384 + 384 + 1)
@@ -366,4 +366,4 @@ def test_info_reports_what_text_conditioning_adds(capsys):
     out = capsys.readouterr().out
     assert "21,905,416  (21.9M)" in out  # the unconditional model as before
     assert "1-head cross-attention after decoder layers 3, 7" in out
-    assert "added                             5,245,954  -> 27,151,370 (27.2M)" in out
+    assert "added                             5,196,802  -> 27,102,218 (27.1M)" in out

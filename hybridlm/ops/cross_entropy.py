@@ -35,10 +35,11 @@ class _HeadsCrossEntropy(torch.autograd.Function):
     """Per-codebook mean CE over valid targets (and, differentiable, their mean over codebooks)."""
 
     @staticmethod
-    def forward(ctx, hidden, weight, targets, counts, codebook_size: int, chunk_rows: int, compute_dtype):
+    def forward(ctx, hidden, weight, targets, counts, codebook_size: int, chunk_rows: int, compute_dtype, valid):
         rows, n_q = targets.shape
         vocab = weight.shape[0] // n_q
-        valid = (targets >= 0) & (targets < codebook_size)  # [N, n_q]
+        if valid is None:
+            valid = (targets >= 0) & (targets < codebook_size)  # [N, n_q]
         counts = valid.sum(0) if counts is None else counts
         if bool((counts == 0).any()):
             raise ValueError(f"codebook_cross_entropy: codebook(s) {counts.eq(0).nonzero().flatten().tolist()} have "
@@ -75,19 +76,21 @@ class _HeadsCrossEntropy(torch.autograd.Function):
     @staticmethod
     def backward(ctx, d_mean, d_per_codebook):
         grad_hidden, grad_weight = ctx.saved_tensors
-        return grad_hidden * d_mean, (grad_weight * d_mean).to(ctx.weight_dtype), None, None, None, None, None
+        return grad_hidden * d_mean, (grad_weight * d_mean).to(ctx.weight_dtype), None, None, None, None, None, None
 
 
 def heads_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
                         codebook_size: int | None = None, *, counts: torch.Tensor | None = None,
-                        chunk_rows: int = DEFAULT_CHUNK_ROWS) -> tuple[torch.Tensor, torch.Tensor]:
+                        chunk_rows: int = DEFAULT_CHUNK_ROWS,
+                        valid: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """``codebook_cross_entropy(heads(hidden), targets, codebook_size, counts)`` without materialising the logits.
 
     ``hidden [B, S, d]`` (after the final norm), ``weight [n_q * vocab, d]`` (the stacked heads), ``targets
     [B, n_q, S]``. Returns (mean over codebooks, per-codebook CE [n_q]); only the mean carries a gradient.
     ``codebook_size`` defaults to vocab - 3 special ids; targets >= it (PAD/BOS/EOS) carry no loss. ``counts``
     ``[n_q]`` replaces this batch's valid-target counts as the divisors (a data-parallel rank passes the global
-    batch's, see model.codebook_target_counts).
+    batch's, see model.codebook_target_counts). ``valid [B, n_q, S]`` replaces the ids-below-codebook_size rule
+    (the delay pattern's target_mask: the text-to-speech path also scores EOS).
     """
     batch, steps, d_model = hidden.shape
     n_q = targets.shape[1] if targets.ndim == 3 else 0
@@ -100,5 +103,6 @@ def heads_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: tor
     vocab = weight.shape[0] // n_q
     codebook_size = vocab - NUM_SPECIAL if codebook_size is None else codebook_size
     flat_targets = targets.transpose(1, 2).reshape(batch * steps, n_q)
+    flat_valid = None if valid is None else valid.transpose(1, 2).reshape(batch * steps, n_q)
     return _HeadsCrossEntropy.apply(hidden.reshape(batch * steps, d_model), weight, flat_targets, counts,
-                                    codebook_size, chunk_rows, _compute_dtype(hidden.device))
+                                    codebook_size, chunk_rows, _compute_dtype(hidden.device), flat_valid)

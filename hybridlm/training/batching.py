@@ -18,11 +18,13 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from hybridlm.delay import DelayPattern
+from hybridlm.model import TEXT_PAD_ID
 
 
 def delayed_sequences(chunks: Sequence, pattern: DelayPattern) -> list[np.ndarray]:
@@ -88,17 +90,84 @@ class PackedRows:
         return torch.from_numpy(np.stack(out).astype(np.int64))
 
 
-def eval_batches(sequences: Sequence[np.ndarray], pattern: DelayPattern, batch_size: int) -> Iterator[torch.Tensor]:
-    """Whole delayed chunk sequences, each from its own BOS, right-padded with PAD into ``[B, n_q, S_max]`` batches.
+def pad_sequences(group: Sequence[np.ndarray], pattern: DelayPattern) -> torch.Tensor:
+    """Delayed sequences right-padded with PAD into one LongTensor ``[B, n_q, S_max]``."""
+    width = max(seq.shape[1] for seq in group)
+    batch = np.full((len(group), pattern.num_codebooks, width), pattern.pad_id, dtype=np.int64)
+    for row, seq in enumerate(group):
+        batch[row, :, : seq.shape[1]] = seq
+    return torch.from_numpy(batch)
+
+
+def pad_texts(texts: Sequence[Sequence[int]]) -> torch.Tensor:
+    """Text id lists right-padded with TEXT_PAD_ID into ``[B, L_max]`` (an empty list: a row of pads = no text)."""
+    batch = np.full((len(texts), max(1, max(len(t) for t in texts))), TEXT_PAD_ID, dtype=np.int64)
+    for row, ids in enumerate(texts):
+        batch[row, : len(ids)] = ids
+    return torch.from_numpy(batch)
+
+
+def eval_batches(sequences: Sequence[np.ndarray], pattern: DelayPattern,
+                 batch_size: int) -> Iterator[tuple[list[int], torch.Tensor]]:
+    """Whole delayed chunk sequences, each from its own BOS, right-padded with PAD into ``[B, n_q, S_max]`` batches,
+    with the indices of the sequences in each (to fetch their texts).
 
     Right padding is exact for a causal model: positions after a sequence's end never influence its earlier
     positions, and PAD targets carry no loss. Sequences are grouped by length (stable order) to keep padding small.
     """
     order = sorted(range(len(sequences)), key=lambda i: (sequences[i].shape[1], i))
     for start in range(0, len(order), batch_size):
-        group = [sequences[i] for i in order[start : start + batch_size]]
-        width = max(seq.shape[1] for seq in group)
-        batch = np.full((len(group), pattern.num_codebooks, width), pattern.pad_id, dtype=np.int64)
-        for row, seq in enumerate(group):
-            batch[row, :, : seq.shape[1]] = seq
-        yield torch.from_numpy(batch)
+        indices = order[start : start + batch_size]
+        yield indices, pad_sequences([sequences[i] for i in indices], pattern)
+
+
+@dataclass(frozen=True)
+class TextRows:
+    """A micro-batch of sentences: delayed codes ``[B, n_q, S_max]`` (PAD after each one's EOS) and their text ids
+    ``[B, L_max]`` (rows whose text was dropped are all pad)."""
+
+    tokens: torch.Tensor
+    text: torch.Tensor
+
+
+class SentenceRows:
+    """Deterministic micro-batches of whole sentences (one clip each, with EOS) over endless shuffled epochs.
+
+    No packing, unlike :class:`PackedRows`: a sentence must be read from its own BOS against its own text, and it
+    must end in its EOS. Each row is one sentence, padded to the longest in its micro-batch. Text dropout for
+    classifier-free guidance is drawn per global row from ``(seed, row)``: like the order, a pure function of the
+    step, so resumed runs drop exactly the texts an uninterrupted run drops.
+    """
+
+    def __init__(self, sentences: Sequence, texts: Sequence[Sequence[int]], pattern: DelayPattern, seed: int,
+                 text_dropout: float) -> None:
+        if not sentences:
+            raise ValueError("SentenceRows: no training sentences")
+        if not pattern.eos:
+            raise ValueError("SentenceRows: sentences need a delay pattern with EOS")
+        self.pattern = pattern
+        self.seed = seed
+        self.text_dropout = text_dropout
+        self.sequences = delayed_sequences(sentences, pattern)
+        self.texts = [list(t) for t in texts]
+        self.rows_per_epoch = len(self.sequences)
+        steps = sum(seq.shape[1] - 1 for seq in self.sequences)
+        self.target_fraction = sum(int(pattern.target_mask(torch.from_numpy(seq[:, 1:].astype(np.int64))).sum())
+                                   for seq in self.sequences) / (steps * pattern.num_codebooks)
+
+    def epoch_order(self, epoch: int) -> np.ndarray:
+        return np.random.default_rng([self.seed, epoch]).permutation(len(self.sequences))
+
+    def position(self, global_row: int) -> tuple[int, int]:
+        """(epoch, row within the epoch) of the ``global_row``-th row ever read."""
+        return divmod(global_row, self.rows_per_epoch)
+
+    def rows(self, first: int, count: int) -> TextRows:
+        picked, texts = [], []
+        for global_row in range(first, first + count):
+            epoch, row = self.position(global_row)
+            index = int(self.epoch_order(epoch)[row])
+            dropped = np.random.default_rng([self.seed, global_row, 1]).random() < self.text_dropout
+            picked.append(self.sequences[index])
+            texts.append([] if dropped else self.texts[index])
+        return TextRows(pad_sequences(picked, self.pattern), pad_texts(texts))

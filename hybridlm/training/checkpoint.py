@@ -154,11 +154,11 @@ def data_hash(split_dir: Path) -> str:
     return hash_files({f.relative_to(split_dir).as_posix(): f for f in files})
 
 
-def code_version() -> str:
-    """``hybridlm <version> src:<hash>``: the package version plus a content hash of the train stage's code (the
-    files hybridlm/codegraph.py derives from its imports, the same list as its code deps in dvc.yaml), so an edit to
-    the model or the loop never resumes a state made by other code."""
-    digest = hash_files({name: SOURCE_ROOT / name for name in stage_code("train")})
+def code_version(command: str = "train") -> str:
+    """``hybridlm <version> src:<hash>``: the package version plus a content hash of the training stage's code (the
+    files hybridlm/codegraph.py derives from the imports of stages/<command>.py, the same list as its code deps in
+    dvc.yaml), so an edit to the model or the loop never resumes a state made by other code."""
+    digest = hash_files({name: SOURCE_ROOT / name for name in stage_code(command)})
     try:
         package = version("hybridlm")
     except PackageNotFoundError:

@@ -18,7 +18,7 @@ from torch import nn
 
 from hybridlm.delay import DelayPattern
 from hybridlm.ops.cross_entropy import heads_cross_entropy
-from hybridlm.training.batching import eval_batches
+from hybridlm.training.batching import eval_batches, pad_texts
 from hybridlm.training.precision import autocast
 
 
@@ -43,8 +43,10 @@ class EvalResult:
 
 @torch.no_grad()
 def evaluate_sequences(model: nn.Module, sequences: Sequence[np.ndarray], pattern: DelayPattern, batch_size: int,
-                       device: torch.device, *, precision: str) -> EvalResult:
-    """CE of ``model`` on delayed chunk sequences (see batching.delayed_sequences)."""
+                       device: torch.device, *, precision: str,
+                       texts: Sequence[Sequence[int]] | None = None) -> EvalResult:
+    """CE of ``model`` on delayed chunk sequences (see batching.delayed_sequences); with ``texts`` (one id list per
+    sequence) each is conditioned on its text, and EOS targets count where ``pattern`` has them."""
     if not sequences:
         raise ValueError("evaluate: the validation split has no chunks")
     was_training = model.training
@@ -52,13 +54,16 @@ def evaluate_sequences(model: nn.Module, sequences: Sequence[np.ndarray], patter
     sums = torch.zeros(pattern.num_codebooks, dtype=torch.float64)
     counts = torch.zeros(pattern.num_codebooks, dtype=torch.int64)
     try:
-        for batch in eval_batches(sequences, pattern, batch_size):
+        for indices, batch in eval_batches(sequences, pattern, batch_size):
             batch = batch.to(device)
             inputs, targets = batch[..., :-1], batch[..., 1:]
+            text = None if texts is None else pad_texts([texts[i] for i in indices]).to(device)
+            valid = pattern.target_mask(targets)
             with autocast(precision, device):
-                hidden = model(inputs, heads=False)
-                _, per_codebook = heads_cross_entropy(hidden, model.heads.weight, targets, pattern.codebook_size)
-            n = (targets < pattern.codebook_size).sum(dim=(0, 2)).cpu()
+                hidden = model(inputs, heads=False, text=text)
+                _, per_codebook = heads_cross_entropy(hidden, model.heads.weight, targets, pattern.codebook_size,
+                                                      valid=valid)
+            n = valid.sum(dim=(0, 2)).cpu()
             sums += per_codebook.double().cpu() * n
             counts += n
     finally:

@@ -27,7 +27,7 @@ from hybridlm.training.report import Curve  # noqa: E402
 def write_wav(path: Path, audio: np.ndarray, sample_rate: int) -> None:
     """16-bit PCM mono WAV; audio is clipped to [-1, 1] first (an untrained codec can overshoot)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    sf.write(path, np.clip(audio, -1.0, 1.0), sample_rate, subtype="PCM_16")
+    sf.write(path, np.clip(audio, -1.0, 1.0), sample_rate, subtype="PCM_16", format="WAV")  # also for .tmp names
 
 
 def write_spectrogram(path: Path, audio: np.ndarray, sample_rate: int, title: str) -> None:
@@ -40,13 +40,49 @@ def write_spectrogram(path: Path, audio: np.ndarray, sample_rate: int, title: st
     plt.close(fig)
 
 
+def write_alignment(path: Path, weights: np.ndarray, text: str, title: str) -> None:
+    """Cross-attention weights ``[audio steps, characters]`` as a PNG: character (y, first at the bottom) against
+    audio step (x). A model that reads in order draws a rising diagonal; skips and repeats show as jumps and
+    plateaus."""
+    fig, ax = plt.subplots(figsize=(6, 2.6), dpi=100)
+    ax.imshow(weights.T, aspect="auto", origin="lower", cmap="viridis", interpolation="nearest")
+    ax.set(title=title, xlabel="audio step (delayed)", ylabel=f"character (of {len(text)})")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+@dataclass(frozen=True)
+class GallerySample:
+    """One cell: paths relative to the page, plus (text-to-speech) the prompt, a note and its alignment plot."""
+
+    wav: str
+    png: str
+    prompt: str | None = None
+    alignment: str | None = None
+    note: str = ""
+
+
+def _cell(step: int, sample: GallerySample) -> str:
+    parts = []
+    if sample.prompt is not None:
+        parts.append(f'<p class="prompt">&ldquo;{html.escape(sample.prompt)}&rdquo; {html.escape(sample.note)}</p>')
+    parts.append(f'<audio controls preload="metadata" src="{html.escape(sample.wav)}"></audio><br>'
+                 f'<img src="{html.escape(sample.png)}" alt="spectrogram of step {step} {html.escape(sample.wav)}"'
+                 f' width="420">')
+    if sample.alignment is not None:
+        parts.append(f'<br><img src="{html.escape(sample.alignment)}" alt="alignment of step {step} '
+                     f'{html.escape(sample.wav)}" width="420">')
+    return f"<td>{''.join(parts)}</td>"
+
+
 @dataclass(frozen=True)
 class GalleryRow:
     step: int
     evaluation: dict | None  # the checkpoint's metrics/eval.json entry (loss, ppl, targets, per_codebook) or None
     train_loss: float | None  # train loss logged at this step (the checkpoint's history)
     reference_loss: float | None  # the reference run's published EMA val loss at this step, when comparable
-    samples: list[tuple[str, str]]  # (wav, png) paths relative to the page
+    samples: list[GallerySample]
 
 
 def _number(value: float | None, digits: int) -> str:
@@ -84,19 +120,16 @@ def curves_section(curves: list[Curve], reference_differences: list[str]) -> str
 
 
 def write_gallery(path: Path, rows: list[GalleryRow], caption: str, curves: list[Curve],
-                  reference_differences: list[str]) -> None:
+                  reference_differences: list[str], title: str = "results") -> None:
     """The results page: training curves, the metrics table, then a row per checkpoint (step, EMA val loss) with
-    a cell per sample (audio player + spectrogram). Every path in it is relative to the page."""
+    a cell per sample (audio player + spectrogram; for text-to-speech the prompt above and the alignment below).
+    Every path in it is relative to the page."""
     columns = max(len(r.samples) for r in rows)
     head = "".join(f"<th>sample {i}</th>" for i in range(columns))
     body = []
     for row in rows:
         loss = "n/a" if row.evaluation is None else f"{row.evaluation['loss']:.4f}"
-        cells = "".join(
-            f'<td><audio controls preload="metadata" src="{html.escape(wav)}"></audio><br>'
-            f'<img src="{html.escape(png)}" alt="spectrogram of step {row.step} {html.escape(wav)}" width="420"></td>'
-            for wav, png in row.samples
-        )
+        cells = "".join(_cell(row.step, sample) for sample in row.samples)
         body.append(f'<tr id="step-{row.step}"><th class="step">step {row.step}<br>'
                     f'<span class="loss">EMA val loss {loss}</span></th>{cells}</tr>')
     page = f"""<!doctype html>
@@ -105,11 +138,11 @@ def write_gallery(path: Path, rows: list[GalleryRow], caption: str, curves: list
 body {{ font-family: sans-serif; margin: 1.5em; }}
 table {{ border-collapse: collapse; }} td, th {{ border: 1px solid #ccc; padding: 6px; vertical-align: top; }}
 th.step {{ text-align: left; white-space: nowrap; }} .loss {{ font-weight: normal; color: #555; }}
-audio {{ width: 420px; }} .curves img {{ margin: 0 8px 8px 0; }}
+audio {{ width: 420px; }} .prompt {{ max-width: 420px; margin: 0 0 4px; }} .curves img {{ margin: 0 8px 8px 0; }}
 table.metrics td {{ text-align: right; font-variant-numeric: tabular-nums; }}
 </style></head>
 <body>
-<h1>hybridlm: results</h1>
+<h1>hybridlm: {html.escape(title)}</h1>
 <h2>Training curves</h2>
 {curves_section(curves, reference_differences)}
 <h2>Metrics per checkpoint</h2>

@@ -30,7 +30,7 @@ from hybridlm.delay import DelayPattern
 from hybridlm.model import HybridLM, ModelConfig, codebook_target_counts, parameter_groups
 from hybridlm.ops.cross_entropy import heads_cross_entropy
 from hybridlm.training import distributed
-from hybridlm.training.batching import PackedRows
+from hybridlm.training.batching import PackedRows, SentenceRows, TextRows
 from hybridlm.training.checkpoint import FORMAT, load_checkpoint
 from hybridlm.training.ema import EMA
 from hybridlm.training.evaluation import evaluate_sequences
@@ -66,9 +66,12 @@ def make_optimizer(model: HybridLM, cfg: TrainParams, device: torch.device) -> t
                              fused=True)
 
 
-def train_step(model: HybridLM, optimizer: torch.optim.Optimizer, micro_batches: Sequence[torch.Tensor],
-               lr: float, grad_clip: float, device: torch.device, *, precision: str) -> tuple[float, float]:
-    """One optimizer update over ``micro_batches`` (rows ``[B, n_q, S]``); returns (loss, grad norm before clipping).
+def train_step(model: HybridLM, optimizer: torch.optim.Optimizer, micro_batches: Sequence[torch.Tensor | TextRows],
+               lr: float, grad_clip: float, device: torch.device, *, precision: str,
+               pattern: DelayPattern | None = None) -> tuple[float, float]:
+    """One optimizer update over ``micro_batches`` (rows ``[B, n_q, S]``, or sentences with their texts: TextRows);
+    returns (loss, grad norm before clipping). ``pattern`` says which targets count (EOS too, for sentences);
+    None = the codes.
 
     Under torchrun ``model`` is DDP-wrapped and ``micro_batches`` are still the global ones: this rank trains on its
     rows, normalised by the global target counts (distributed.py says why), and the loss returned is the global one.
@@ -83,13 +86,19 @@ def train_step(model: HybridLM, optimizer: torch.optim.Optimizer, micro_batches:
     total = torch.zeros((), device=device)
     net = distributed.unwrap(model)
     for i, rows in enumerate(micro_batches):
-        counts = codebook_target_counts(rows[..., 1:], net.config.codebook_size).to(device, non_blocking=True)
+        rows, text = (rows.tokens, rows.text) if isinstance(rows, TextRows) else (rows, None)
+        valid = None if pattern is None else pattern.target_mask(rows[..., 1:])
+        counts = codebook_target_counts(rows[..., 1:], net.config.codebook_size, valid).to(device, non_blocking=True)
         rows = distributed.local_rows(rows).to(device, non_blocking=True)
+        if text is not None:
+            text = distributed.local_rows(text).to(device, non_blocking=True)
+        if valid is not None:
+            valid = distributed.local_rows(valid).to(device, non_blocking=True)
         with distributed.no_sync(model, i < len(micro_batches) - 1):
             with autocast(precision, device):  # through the (DDP) wrapper, which must see the forward
-                hidden = model(rows[..., :-1], heads=False)
+                hidden = model(rows[..., :-1], heads=False, text=text)
                 loss, _ = heads_cross_entropy(hidden, net.heads.weight, rows[..., 1:], net.config.codebook_size,
-                                              counts=counts)
+                                              counts=counts, valid=valid)
             # x world size: DDP averages the ranks' gradients, the global loss is their sum
             (loss * distributed.world_size() / len(micro_batches)).backward()
         total += loss.detach() / len(micro_batches)
@@ -113,13 +122,20 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def train(cfg: TrainParams, model_config: ModelConfig, rows: PackedRows, val_sequences: Sequence[np.ndarray],
-          store: ResumeStore, provenance: dict[str, Any], codec: dict[str, Any], device: torch.device,
-          log: Callable[[dict[str, float]], None] = lambda record: None) -> RunResult:
+def train(cfg: TrainParams, model_config: ModelConfig, rows: PackedRows | SentenceRows,
+          val_sequences: Sequence[np.ndarray], store: ResumeStore, provenance: dict[str, Any], codec: dict[str, Any],
+          device: torch.device, log: Callable[[dict[str, float]], None] = lambda record: None, *,
+          val_texts: Sequence[Sequence[int]] | None = None, init: tuple[dict, str] | None = None,
+          extra_state: dict[str, Any] | None = None) -> RunResult:
     """Bring the store up to date for ``cfg.checkpoint_steps()`` and return where the checkpoints are.
 
     ``log`` receives every history record in step order: first the stored records up to the resume point
     (replayed), then the new ones as they happen, so a logger started fresh ends with the full history.
+
+    Text-to-speech (train_tts): ``rows`` are SentenceRows, ``val_texts`` the val sentences' text ids (the val loss
+    is then logged with and without the text), ``init`` = (weights, source) of an unconditional model that a fresh
+    start loads into the decoder (warm start; a resumed state already holds it), ``extra_state`` goes into every
+    saved state (the text vocabulary).
 
     Under torchrun (distributed.py) every rank calls this; rank 0 alone reads and writes ``store`` (None on the
     others), evaluates, logs and returns the checkpoints; the other ranks get its findings and its resume state.
@@ -135,7 +151,7 @@ def train(cfg: TrainParams, model_config: ModelConfig, rows: PackedRows, val_seq
         _say(f"train: all checkpoints for steps {targets} already in {existing[cfg.steps].parent}; nothing to train")
         return RunResult(cfg.steps, cfg.steps, {t: existing[t] for t in targets}, history, None)
 
-    pattern = DelayPattern(model_config.num_codebooks, model_config.codebook_size)
+    pattern = rows.pattern
     precision = resolve_precision(cfg.precision, device)
     rows_per_step = cfg.batch_size * cfg.grad_accum
     model = build_model(model_config, cfg.seed, device)
@@ -151,7 +167,7 @@ def train(cfg: TrainParams, model_config: ModelConfig, rows: PackedRows, val_seq
             "optimizer": optimizer.state_dict(), "rng": _rng_state(),
             "data": {"next_row": step * rows_per_step, "epoch": epoch, "row": row},
             "history": history, "provenance": provenance, "model_config": dataclasses.asdict(model_config),
-            "codec": codec,
+            "codec": codec, **(extra_state or {}),
         }
 
     start = distributed.from_main(lambda: store.latest_at_most(missing[0]))
@@ -168,6 +184,10 @@ def train(cfg: TrainParams, model_config: ModelConfig, rows: PackedRows, val_seq
         _say(f"train: resuming from step {step} ({start[1]})")
         if main and step in targets and step not in existing:  # a periodic state that is also a checkpoint
             store.save_checkpoint(snapshot())
+    elif init is not None:
+        model.load_decoder_state(*init)
+        ema = EMA(model, cfg.ema_decay)  # the average starts at the loaded weights
+        _say(f"train: warm start from {init[1]}: decoder loaded, text encoder and cross-attention fresh (gates 0)")
     else:
         _say(f"train: starting from scratch (resume store {store.folder if main else ''})")
     start_step = step
@@ -186,7 +206,8 @@ def train(cfg: TrainParams, model_config: ModelConfig, rows: PackedRows, val_seq
                            min_lr_ratio=cfg.min_lr_ratio)
         first = step * rows_per_step
         micro = [rows.rows(first + i * cfg.batch_size, cfg.batch_size) for i in range(cfg.grad_accum)]
-        loss, grad_norm = train_step(trained, optimizer, micro, lr, cfg.grad_clip, device, precision=precision)
+        loss, grad_norm = train_step(trained, optimizer, micro, lr, cfg.grad_clip, device, precision=precision,
+                                     pattern=pattern if pattern.eos else None)
         if not (math.isfinite(loss) and math.isfinite(grad_norm)):  # the same on every rank: all stop here
             bar.close()
             if main:
@@ -209,8 +230,13 @@ def train(cfg: TrainParams, model_config: ModelConfig, rows: PackedRows, val_seq
         if step % cfg.eval_every == 0 or step in targets:
             ema_model.load_state_dict(ema.averaged_state_dict(model))
             # fp32 whatever the training precision: val/ema_loss then matches the evaluate stage's default.
-            result = evaluate_sequences(ema_model, val_sequences, pattern, EVAL_BATCH_SIZE, device, precision="fp32")
+            result = evaluate_sequences(ema_model, val_sequences, pattern, EVAL_BATCH_SIZE, device, precision="fp32",
+                                        texts=val_texts)
             record.update({"val/ema_loss": result.loss, "val/ema_ppl": result.ppl})
+            if val_texts is not None:  # the same sentences with the text dropped: the gap is what the text gives
+                dropped = evaluate_sequences(ema_model, val_sequences, pattern, EVAL_BATCH_SIZE, device,
+                                             precision="fp32")
+                record["val/ema_loss_no_text"] = dropped.loss
         history.append(record)
         log(record)
         bar.update(1)

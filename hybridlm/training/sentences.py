@@ -1,0 +1,103 @@
+"""What the text-to-speech stages share: the sentence shards with their text ids, the warm-start checkpoint, and the
+text vocabulary a checkpoint carries.
+
+Why here: train_tts, evaluate_tts, render_tts and `hybridlm say` must read sentences, encode text and refuse a
+checkpoint without text conditioning in exactly the same way; each error names the file or param at fault.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hybridlm.data.shards import Chunk
+from hybridlm.delay import DelayPattern
+from hybridlm.model import ModelConfig, TextConfig
+from hybridlm.params import ParamError
+from hybridlm.text import VERSION, CharVocab
+from hybridlm.training.batching import delayed_sequences
+from hybridlm.params import params_hash
+from hybridlm.training.checkpoint import (check_compatible, data_hash, hash_files, list_checkpoints,
+                                          load_checkpoint)
+from hybridlm.training.splits import read_split
+
+def sentence_pattern(config: ModelConfig) -> DelayPattern:
+    """The delay pattern of whole sentences: with the EOS step."""
+    return DelayPattern(config.num_codebooks, config.codebook_size, eos=True)
+
+
+def text_vocab(config: ModelConfig) -> CharVocab:
+    """The character vocabulary, checked to fit ``tts_model.vocab_size``."""
+    vocab = CharVocab()
+    if len(vocab) > config.text.vocab_size:
+        raise ParamError(f"params.yaml: 'tts_model.vocab_size' ({config.text.vocab_size}) is smaller than the text "
+                         f"vocabulary ({len(vocab)} ids, {vocab.version})")
+    return vocab
+
+
+def read_sentences(root: Path, side: str, config: ModelConfig
+                   ) -> tuple[list[Chunk], dict[str, Any], list[np.ndarray], list[list[int]]]:
+    """Rows, shard metadata, delayed sequences (with EOS) and text ids of ``root/side``."""
+    rows, meta = read_split(root, side, config)
+    frontend = meta.get("hybridlm.text_frontend")
+    if frontend != VERSION:
+        raise ValueError(f"{Path(root) / side}: sentences made with text front end {frontend!r}, this code reads "
+                         f"{VERSION!r}; re-run the sentences stage")
+    missing = [row.clip_id for row in rows if row.text is None]
+    if missing:
+        raise ValueError(f"{Path(root) / side}: rows without a text column value (first: {missing[0]}); these are not "
+                         f"sentence shards (run the sentences stage)")
+    vocab = text_vocab(config)
+    return rows, meta, delayed_sequences(rows, sentence_pattern(config)), [vocab.encode(row.text) for row in rows]
+
+
+def resolve_init(init_from: Path) -> Path:
+    """``tts_train.init_from`` as a checkpoint file: a folder means its latest checkpoint."""
+    path = Path(init_from)
+    if path.is_dir():
+        return list(list_checkpoints(path).values())[-1]
+    if not path.is_file():
+        raise FileNotFoundError(f"params.yaml: 'tts_train.init_from' is {init_from!r}: no such checkpoint file or "
+                                f"folder (run the train stage first)")
+    return path
+
+
+def tts_data_hash(init_from: Path, root: Path) -> str:
+    """What a text-to-speech trajectory trains from: the sentence shards and the warm-start checkpoint's bytes."""
+    return params_hash({"sentences": data_hash(root), "init": hash_files({"init": resolve_init(init_from)})})
+
+
+def warm_start(init_from: Path, config: ModelConfig) -> tuple[dict, str]:
+    """(EMA weights, source) of the unconditional checkpoint ``init_from``, checked to hold this decoder. The EMA
+    weights, because they are what the unconditional evaluate and render stages report on."""
+    path = resolve_init(init_from)
+    state = load_checkpoint(path)
+    check_compatible(state, path, dataclasses.asdict(dataclasses.replace(config, text=TextConfig())))
+    weights = dict(state["model"])
+    weights.update({name: value.to(weights[name].dtype) for name, value in state["ema"]["shadow"].items()})
+    return weights, f"{path} (step {state['step']})"
+
+
+def checkpoint_vocab(state: dict[str, Any], path: Path) -> CharVocab:
+    """The text vocabulary stored with a text-to-speech checkpoint; a checkpoint without one is refused."""
+    if "text_vocab" not in state or not state["model_config"].get("text", {}).get("layers"):
+        raise ValueError(f"{path}: a checkpoint without text conditioning (an unconditional run's?); it cannot "
+                         f"read text. Use a checkpoint of the train_tts stage")
+    return CharVocab.from_dict(state["text_vocab"])
+
+
+def encode_prompt(vocab: CharVocab, text: str, where: str) -> list[int]:
+    """Text ids of a prompt to read aloud; an empty prompt or characters outside the vocabulary are errors naming
+    ``where`` and the characters (a model cannot say what it never learned to read)."""
+    ids = vocab.encode(text)
+    if not ids:
+        raise ValueError(f"{where}: the text is empty (after normalisation: {text!r})")
+    unknown = vocab.unknown(text)
+    if unknown:
+        chars = ", ".join(f"{ch!r} x{n}" for ch, n in sorted(unknown.items()))
+        raise ValueError(f"{where}: characters outside the text vocabulary ({vocab.version}: space, a-z, "
+                         f"' , - . : ; ? !): {chars}; spell them out (numbers as words)")
+    return ids

@@ -1,0 +1,146 @@
+"""Text-to-speech training: sentence batches (EOS, text dropout as a pure function of the row), the loop with a
+warm start, text in the val loss, bit-identical resume, and dvc.yaml's train_tts deps covering its code version."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from hybridlm.config import TtsTrainParams
+from hybridlm.data.shards import Chunk
+from hybridlm.delay import DelayPattern
+from hybridlm.model import TEXT_PAD_ID, HybridLM, ModelConfig, TextConfig
+from hybridlm.params import parse_section
+from hybridlm.training.batching import SentenceRows, TextRows, delayed_sequences
+from hybridlm.training.checkpoint import load_checkpoint, provenance, trajectory_params
+from hybridlm.training.loop import train
+from hybridlm.training.store import ResumeStore
+
+ROOT = Path(__file__).resolve().parents[1]
+DECODER = ModelConfig(schedule="LA", d_model=32, d_ff=64, n_heads=2, n_kv_heads=1, gdn_key_dim=8, gdn_value_dim=16,
+                      context=32)
+TTS = dataclasses.replace(DECODER, text=TextConfig(layers=1, d_model=16, n_heads=2, d_ff=32, vocab_size=40,
+                                                   cross_heads=2))
+EOS = DelayPattern(eos=True)
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def sentences(n: int, seed: int) -> tuple[list[Chunk], list[list[int]]]:
+    rng = np.random.default_rng(seed)
+    rows = [Chunk(f"clip{i}", 0, rng.integers(0, 64, (8, int(rng.integers(5, 12)))).astype(np.uint16))
+            for i in range(n)]
+    return rows, [list(rng.integers(2, 39, int(rng.integers(3, 9)))) for _ in range(n)]
+
+
+def test_sentence_rows_are_whole_sentences_with_eos_and_deterministic_dropout():
+    rows, texts = sentences(5, seed=0)
+    batches = SentenceRows(rows, texts, EOS, seed=3, text_dropout=0.5)
+    first = batches.rows(0, 5)
+    assert isinstance(first, TextRows) and first.tokens.shape[0] == first.text.shape[0] == 5
+    assert bool((first.tokens[:, :, 0] == EOS.bos_id).all())
+    assert int((first.tokens == EOS.eos_id).sum()) == 5 * 8  # one EOS per codebook per sentence
+    order = batches.epoch_order(0)
+    for k, index in enumerate(order):  # each row is its sentence; the text is its own or dropped (all pad)
+        seq = delayed_sequences([rows[index]], EOS)[0]
+        assert torch.equal(first.tokens[k, :, : seq.shape[1]], torch.from_numpy(seq.astype(np.int64)))
+        ids = first.text[k][first.text[k] != TEXT_PAD_ID].tolist()
+        assert ids in ([], texts[index])
+    again = SentenceRows(rows, texts, EOS, seed=3, text_dropout=0.5).rows(2, 3)  # a pure function of the row
+    assert torch.equal(again.tokens, first.tokens[2:, :, : again.tokens.shape[-1]])
+    dropped = [not bool((batches.rows(r, 1).text != TEXT_PAD_ID).any()) for r in range(400)]
+    assert 0.4 < np.mean(dropped) < 0.6
+    assert not any(not bool((b.text != TEXT_PAD_ID).any())
+                   for b in (SentenceRows(rows, texts, EOS, 3, 0.0).rows(r, 1) for r in range(20)))
+    with pytest.raises(ValueError, match="need a delay pattern with EOS"):
+        SentenceRows(rows, texts, DelayPattern(), 3, 0.1)
+
+
+def _run(tmp_path, steps: int, store_name: str, init):
+    cfg = parse_section(TtsTrainParams, {"tts_train": {
+        "steps": steps, "save_steps": [3], "batch_size": 2, "lr": 3e-3, "warmup_steps": 2, "decay_steps": 50,
+        "eval_every": 2, "precision": "fp32", "text_dropout": 0.3}}, "tts_train")
+    rows, texts = sentences(6, seed=5)
+    val_rows, val_texts = sentences(2, seed=6)
+    prov = provenance(trajectory_params(dataclasses.asdict(TTS), cfg, "cpu", "fp32"), "data-hash", "code")
+    store = ResumeStore(tmp_path / store_name, prov)
+    records = []
+    result = train(cfg, TTS, SentenceRows(rows, texts, EOS, cfg.seed, cfg.text_dropout),
+                   delayed_sequences(val_rows, EOS), store, prov, {"hybridlm.weights": "random"}, CPU,
+                   log=records.append, val_texts=val_texts, init=init,
+                   extra_state={"text_vocab": {"version": "test"}})
+    return result, records
+
+
+def test_tts_training_warm_starts_logs_both_val_losses_and_resumes_bit_identically(tmp_path):
+    torch.manual_seed(1)
+    plain = HybridLM(DECODER)
+    with torch.no_grad():
+        for p in plain.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    init = (plain.state_dict(), "plain.pt")
+    full, records = _run(tmp_path, 5, "full", init)
+    _run(tmp_path, 3, "split", init)
+    extended, _ = _run(tmp_path, 5, "split", init)
+    assert extended.start_step == 3
+    a, b = load_checkpoint(full.checkpoints[5]), load_checkpoint(extended.checkpoints[5])
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert a["text_vocab"] == {"version": "test"} and a["model_config"]["text"]["layers"] == 1
+    evals = [r for r in records if "val/ema_loss" in r]
+    assert evals and all("val/ema_loss_no_text" in r for r in evals)
+    # The decoder started from the unconditional weights (it moved by at most a few lr-sized steps since).
+    start = load_checkpoint(full.checkpoints[3])["model"]
+    assert (start["embed.weight"] - plain.state_dict()["embed.weight"]).abs().max() < 0.05
+
+
+def test_dvc_yaml_tts_stages_take_init_from_from_params():
+    """init_from is a param (`dvc exp run -S tts_train.init_from=...`) that dvc.yaml templates into the cmd and deps
+    of the stages that read the warm-start checkpoint; code deps are checked for every stage by test_contract."""
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    for name in ("train_tts", "evaluate_tts"):
+        assert "--init-from ${tts_train.init_from}" in stages[name]["cmd"]
+        assert "${tts_train.init_from}" in stages[name]["deps"]
+    assert {"model", "tts_model", "tts_train"} <= set(stages["train_tts"]["params"])
+
+
+def test_prompts_and_checkpoints_refuse_what_cannot_be_read(tmp_path):
+    from hybridlm.text import CharVocab
+    from hybridlm.training.sentences import checkpoint_vocab, encode_prompt
+
+    vocab = CharVocab()
+    assert vocab.decode(encode_prompt(vocab, "Hello, World.", "say")) == "hello, world."
+    with pytest.raises(ValueError, match=r"say: the text is empty \(after normalisation: '\(\)  '\)"):
+        encode_prompt(vocab, "()  ", "say")
+    with pytest.raises(ValueError, match=r"tts_render.texts\[1\]: characters outside the text vocabulary .*'&' x1, "
+                                         r"'1' x2; spell them out"):
+        encode_prompt(vocab, "Room 11 & more", "tts_render.texts[1]")
+    plain = {"model_config": dataclasses.asdict(DECODER)}
+    with pytest.raises(ValueError, match="uncond.pt: a checkpoint without text conditioning"):
+        checkpoint_vocab(plain, Path("uncond.pt"))
+    assert checkpoint_vocab({"model_config": dataclasses.asdict(TTS), "text_vocab": vocab.to_dict()},
+                            Path("tts.pt")) == vocab
+
+
+def test_say_command_errors_are_clear(tmp_path):
+    import subprocess
+    import sys
+
+    hybridlm = str(Path(sys.executable).parent / "hybridlm")
+    missing = subprocess.run([hybridlm, "say", "Hi.", "--checkpoint", str(tmp_path / "none.pt")],
+                             capture_output=True, text=True)
+    assert missing.returncode == 2 and "none.pt: checkpoint not found" in missing.stderr
+    bad = subprocess.run([hybridlm, "say", "Hi.", "--checkpoint", str(tmp_path / "none.pt"), "--temperature", "0"],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and "--temperature > 0" in bad.stderr
