@@ -60,7 +60,7 @@ def evaluate_sequences(model: nn.Module, sequences: Sequence[np.ndarray], patter
             text = None if texts is None else pad_texts([texts[i] for i in indices]).to(device)
             valid = pattern.target_mask(targets)
             with autocast(precision, device):
-                hidden = model(inputs, heads=False, text=text)
+                hidden = model(inputs, heads=False, **({} if text is None else {"text": text}))
                 _, per_codebook = heads_cross_entropy(hidden, model.heads.weight, targets, pattern.codebook_size,
                                                       valid=valid)
             n = valid.sum(dim=(0, 2)).cpu()

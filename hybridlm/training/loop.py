@@ -96,7 +96,8 @@ def train_step(model: HybridLM, optimizer: torch.optim.Optimizer, micro_batches:
             valid = distributed.local_rows(valid).to(device, non_blocking=True)
         with distributed.no_sync(model, i < len(micro_batches) - 1):
             with autocast(precision, device):  # through the (DDP) wrapper, which must see the forward
-                hidden = model(rows[..., :-1], heads=False, text=text)
+                conditioning = {} if text is None else {"text": text}  # peer models (benchmark) take no text
+                hidden = model(rows[..., :-1], heads=False, **conditioning)
                 loss, _ = heads_cross_entropy(hidden, net.heads.weight, rows[..., 1:], net.config.codebook_size,
                                               counts=counts, valid=valid)
             # x world size: DDP averages the ranks' gradients, the global loss is their sum
