@@ -14,7 +14,7 @@ import pytest
 
 from hybridlm.config import load_params
 from hybridlm.demo import demo_overrides
-from hybridlm.training.gallery import GalleryRow, write_gallery, write_spectrogram, write_wav
+from hybridlm.training.gallery import GalleryRow, GallerySample, write_gallery, write_spectrogram, write_wav
 from hybridlm.training.report import REFERENCE_EMA_VAL_LOSS, reference_differences, write_curves
 from hybridlm.workspace import merge
 
@@ -83,7 +83,7 @@ def build_page(folder: Path, reference: bool) -> Path:
             audio = 0.1 * rng.standard_normal(4800).astype(np.float32)
             write_wav(folder / f"step-{step:06d}/sample-{k}.wav", audio, 24_000)
             write_spectrogram(folder / f"step-{step:06d}/sample-{k}.png", audio, 24_000, f"step {step}, sample {k}")
-            samples.append((f"step-{step:06d}/sample-{k}.wav", f"step-{step:06d}/sample-{k}.png"))
+            samples.append(GallerySample(f"step-{step:06d}/sample-{k}.wav", f"step-{step:06d}/sample-{k}.png"))
         evaluation = {"step": step, "loss": 6.5 - step / 1000, "ppl": math.exp(6.5 - step / 1000), "targets": 1234,
                       "per_codebook": {f"cb{i}": 6.0 + i / 10 for i in range(8)}}
         reference = REFERENCE_EMA_VAL_LOSS.get(step) if reference else None
