@@ -102,7 +102,8 @@ def test_every_hybridlm_command_and_option_mentioned_exists(page):
 
 def required_options() -> dict[str, set[str]]:
     group = typer.main.get_command(app)
-    return {name: {param.opts[0] for param in cmd.params if param.required} for name, cmd in group.commands.items()}
+    return {name: {param.opts[0] for param in cmd.params if param.required and param.param_type_name == "option"}
+            for name, cmd in group.commands.items()}
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
@@ -179,13 +180,15 @@ def test_the_snippet_parsers_see_what_they_should():
 
 # ------------------------------------------------------------------------------------------------ parameter counts
 def info_counts(params: dict, tmp_path: Path, name: str) -> dict[str, int]:
-    """`hybridlm info` for a params mapping: {component: count} including 'total'."""
+    """`hybridlm info` for a params mapping: {component: count}, 'total' (the unconditional model) included, and
+    'with text' when it also reports what text conditioning adds."""
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(params), encoding="utf-8")
     result = CliRunner().invoke(app, ["info", "--params", str(path)])
     assert result.exit_code == 0, result.output
     counts = {m.group(1): int(m.group(2).replace(",", ""))
               for m in re.finditer(r"^\s+(\S.*?)\s{2,}([\d,]+)\b", result.output, re.M)}
+    counts.update({"with text": int(m.replace(",", "")) for m in re.findall(r"-> ([\d,]+)", result.output)})
     assert "total" in counts, result.output
     return counts
 
@@ -211,15 +214,17 @@ QUOTED_COUNT = re.compile(r"(\d{1,3}(?:,\d{3})+|\d+(?:\.\d+)?M)\)?\s*(?:\([^)]*\
 
 
 def test_parameter_counts_quoted_are_what_the_code_computes(documented_models):
-    totals = {m["total"] for m in documented_models.values()}
-    allowed = {f"{t:,}" for t in totals} | {f"{t / 1e6:.1f}M" for t in totals}
+    """Every "N parameters" in the docs is a number `hybridlm info` prints for a documented configuration."""
+    counts = {n for m in documented_models.values() for n in m.values()}
+    allowed = {f"{n:,}" for n in counts} | {f"{n / 1e6:.1f}M" for n in counts}
     files = [*PAGES, ROOT / "params.yaml", ROOT / "params.demo.yaml", ROOT / "Makefile"]
     quoted = {(f.name, q) for f in files for q in QUOTED_COUNT.findall(f.read_text(encoding="utf-8"))}
     assert any(q == "21,905,416" for _, q in quoted)  # the pattern still finds the README's count
     stale = sorted((name, q) for name, q in quoted if q not in allowed)
     assert not stale, f"parameter counts quoted that no documented config has: {stale} (computed: {sorted(allowed)})"
     text = "\n".join(p.read_text(encoding="utf-8") for p in PAGES)
-    missing = [name for name, m in documented_models.items() if f"{m['total']:,}" not in text]
+    quoted = [(name, "total") for name in documented_models] + [("default", "added"), ("default", "with text")]
+    missing = [f"{name} {key}" for name, key in quoted if f"{documented_models[name][key]:,}" not in text]
     assert not missing, f"docs do not quote the parameter count of: {missing}"
 
 
