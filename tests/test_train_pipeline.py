@@ -38,6 +38,8 @@ OVERRIDES = {
     "data": {"synthetic": {"clips": 8, "max_seconds": 6.0}},
     "train": {"steps": 8, "save_steps": [4, 8], "batch_size": 2, "eval_every": 2},
     "render": {"samples": 2, "seconds": 0.3},
+    "tts_train": {"steps": 4, "save_steps": [2, 4], "eval_every": 2},
+    "tts_render": {"val_sentences": 1, "texts": ["a word."], "max_seconds": 0.3},
 }
 SECONDS_FRAMES = round(0.3 * 75)
 
@@ -208,3 +210,29 @@ def test_exp_run_extends_and_keeps_earlier_checkpoints_byte_identical(workspace)
     assert len((workspace / "dvclive/plots/metrics/train/loss.tsv").read_text().splitlines()) == 1 + 12
     plots = run_tool(workspace, "dvc", "plots", "diff", "-o", "plots-diff", capture=True)
     assert plots.returncode == 0 and (workspace / "plots-diff/index.html").is_file()
+
+
+def test_tts_stages_write_checkpoints_the_gap_a_gallery_and_say_reads(workspace, tmp_path):
+    """train_tts -> evaluate_tts -> render_tts ran in the same repro, from the train stage's latest checkpoint."""
+    tts = STAGES["train_tts"].options()
+    assert sorted(p.name for p in (workspace / tts["checkpoints"]).iterdir()) == ["step-000002.pt", "step-000004.pt"]
+    state = load_checkpoint(workspace / tts["checkpoints"] / "step-000004.pt")
+    assert state["model_config"]["text"]["layers"] >= 1 and state["text_vocab"]["version"] == "chars-v1"
+    train = json.loads((workspace / tts["metrics"]).read_text())
+    assert train["conditioning_gap"] == pytest.approx(train["val_ema_loss_no_text"] - train["val_ema_loss"])
+    evals = json.loads((workspace / STAGES["evaluate_tts"].options()["metrics"]).read_text())
+    final = evals["final"]
+    assert final["step"] == 4 and final["with_text"]["targets"] == final["without_text"]["targets"] > 0
+    assert final["conditioning_gap"] == pytest.approx(final["without_text"]["loss"] - final["with_text"]["loss"])
+    out = workspace / STAGES["render_tts"].options()["out"]
+    page = (out / "index.html").read_text()
+    assert page.count('class="prompt"') == 2 * 2 and "&ldquo;a word.&rdquo;" in page  # 2 checkpoints x 2 prompts
+    for step in (2, 4):
+        for k in range(2):
+            for suffix in (".wav", ".png", ".align.png"):
+                assert (out / f"step-{step:06d}" / f"prompt-{k}{suffix}").stat().st_size > 0
+    wav = tmp_path / "speech.wav"
+    said = run_tool(workspace, "hybridlm", "say", "A word.", "--checkpoint",
+                    str(workspace / tts["checkpoints"] / "step-000004.pt"), "--out", str(wav), "--max-seconds", "0.2",
+                    capture=True)
+    assert "say: " in said.stdout and wav.stat().st_size > 44
