@@ -132,3 +132,18 @@ def asr_metrics(wavs: Sequence[Path], references: Sequence[str]) -> dict:
     if reason is not None:
         return {"asr": f"unavailable ({reason})"}
     return score_files(wavs, references).to_metrics()
+
+
+def summary_line(metrics: dict) -> str:
+    """One line for the TTS gallery and the demo summary from render_tts's ASR metrics file (its steps, its
+    codec-resynthesis ceiling, or why nothing was measured)."""
+    if "wer" not in metrics.get("ceiling", {}):
+        return f"Intelligibility: ASR {metrics['asr']}."
+    steps = "; ".join(f"step {v['step']} WER {v['wer']:.2f} CER {v['cer']:.2f}"
+                      for k, v in metrics.items() if k.startswith("step_"))
+    ceiling = metrics["ceiling"]
+    line = (f"Intelligibility ({metrics['asr']} ASR on the val prompts): {steps}; ceiling (codec resynthesis of the "
+            f"real clips) WER {ceiling['wer']:.2f} CER {ceiling['cer']:.2f}.")
+    if metrics["codec_weights"] == "random":
+        line += " Random codec weights: no speech, so WER ~1.0 is the true figure."
+    return line

@@ -188,10 +188,11 @@ def render_tts(
     sentences: Path = _path("Sentence shards folder (the val transcripts are prompts)."),
     eval_metrics: Path = _path("The evaluate_tts stage's metrics (val loss per checkpoint, shown in the gallery)."),
     out: Path = _path("Folder to write WAVs, spectrograms, alignment plots and index.html to."),
+    asr_metrics: Path = _path("JSON to write the ASR WER/CER of the val readings and their codec ceiling to."),
 ) -> None:
     """Every text-to-speech checkpoint reads val transcripts and tts_render.texts aloud: a gallery."""
     _run("render_tts", params, {"checkpoints": checkpoints, "sentences": sentences, "eval_metrics": eval_metrics,
-                                "out": out})
+                                "out": out, "asr_metrics": asr_metrics})
 
 
 @app.command()

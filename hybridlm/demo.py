@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+from hybridlm.asr import summary_line
 from hybridlm.params import read_yaml
 from hybridlm.pipeline import read_stages
 from hybridlm.workspace import SOURCE_ROOT, create_workspace, run_tool
@@ -45,6 +46,7 @@ def summary(workdir: Path) -> str:
     lines += [f"  text-to-speech step {v['step']:>5}: EMA val loss {v['with_text']['loss']:.4f} with the text, "
               f"{v['without_text']['loss']:.4f} without (gap {v['conditioning_gap']:+.4f} nats)"
               for k, v in tts.items() if k != "final"]
+    lines.append("  " + summary_line(load(stages["render_tts"].options()["asr_metrics"])))
     return "\n".join(lines)
 
 

@@ -6,7 +6,14 @@ Prompts: the first `tts_render.val_sentences` held-out val transcripts (never he
 `tts_render.max_seconds`), with classifier-free guidance `tts_render.cfg_scale`. The alignment plot is the
 cross-attention weights (mean over heads and cross-attention layers) of the model re-reading its own sample: a
 rising diagonal means it reads in order. Output ``out`` (written whole, atomically):
-step-NNNNNN/prompt-K.{wav,png,align.png} and index.html.
+step-NNNNNN/prompt-K.{wav,png,align.png}, codec-resynthesis/val-K.wav and index.html.
+
+Intelligibility (``asr_metrics``): the offline ASR (hybridlm.asr) transcribes each checkpoint's readings of the val
+transcripts and scores WER/CER against them. Its ceiling is the same ASR on the codec resynthesis (decode of the
+real codes) of the same val clips: what a perfect code LM would score through this codec and this recogniser. It is
+done here because this stage already decodes the audio; only the val prompts are scored (the `texts` have no
+recording to set a ceiling with). With random codec weights (the offline demo) the audio is not speech, so a WER
+near 1.0 is the true figure there, and the metrics say ``codec_weights: random``.
 """
 
 from __future__ import annotations
@@ -15,10 +22,12 @@ import dataclasses
 import json
 from pathlib import Path
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
-from hybridlm.atomic import atomic_dir
+from hybridlm import asr
+from hybridlm.atomic import atomic_dir, write_json
 from hybridlm.config import resolve_device, section
 from hybridlm.data.codec import load_codec
 from hybridlm.model import HybridLM, with_text
@@ -51,7 +60,22 @@ def alignment(model: HybridLM, codes: torch.Tensor, text: torch.Tensor) -> torch
     return torch.stack([w[0].float().mean(0) for w in weights]).mean(0)
 
 
-def run(params: dict, *, checkpoints: Path, sentences: Path, eval_metrics: Path, out: Path) -> None:
+def intelligibility(spoken: dict[int, list[Path]], ceiling: list[Path], texts: list[str], weights: str) -> dict:
+    """The ``asr_metrics`` file: ASR WER/CER of each checkpoint's readings (``spoken[step]``, in the order of
+    ``texts``) and of the codec resynthesis of the real clips (``ceiling``). Where the ASR cannot be imported every
+    entry says ``asr: unavailable (...)`` and holds no number (hybridlm.asr.asr_metrics)."""
+    if not texts:
+        return {"asr": "not measured (tts_render.val_sentences is 0: no val prompts)", "codec_weights": weights}
+    result = {"codec_weights": weights, "ceiling": asr.asr_metrics(ceiling, texts)}
+    result["asr"] = result["ceiling"]["asr"]
+    for step, wavs in spoken.items():
+        result[f"step_{step}"] = {"step": step, **asr.asr_metrics(wavs, texts)}
+    result["final"] = result[f"step_{max(spoken)}"]
+    return result
+
+
+def run(params: dict, *, checkpoints: Path, sentences: Path, eval_metrics: Path, out: Path,
+        asr_metrics: Path) -> None:
     config = with_text(section(params, "model"), section(params, "tts_model"))
     cfg = section(params, "tts_render")
     device = resolve_device(cfg.device, "tts_render.device")
@@ -62,7 +86,7 @@ def run(params: dict, *, checkpoints: Path, sentences: Path, eval_metrics: Path,
     val_rows = read_sentences(sentences, "val", config)[0][: cfg.val_sentences]
     prompts = [(row.text, f"val {row.clip_id}") for row in val_rows]
     prompts += [(text, f"tts_render.texts[{i}]") for i, text in enumerate(cfg.texts)]
-    codec, rows = None, []
+    codec, rows, spoken = None, [], {}
     with atomic_dir(out) as tmp:
         for step, path in tqdm(checkpoints.items(), desc="render_tts", unit="ckpt"):
             state = load_checkpoint(path)
@@ -90,16 +114,25 @@ def run(params: dict, *, checkpoints: Path, sentences: Path, eval_metrics: Path,
                 seconds = frames.shape[-1] / int(meta["hybridlm.frame_rate"])
                 note = f"({where}; {seconds:.2f} s, {'EOS' if stopped else 'no EOS: cut at max_seconds'})"
                 samples.append(GallerySample(f"{name}.wav", f"{name}.png", prompt, f"{name}.align.png", note))
+            spoken[step] = [tmp / f"{folder.name}/prompt-{k}.wav" for k in range(len(val_rows))]
             train_loss = {int(r["step"]): r["train/loss"] for r in state["history"]}
             rows.append(GalleryRow(step, evaluations.get(step), train_loss.get(step), None, samples))
             history = state["history"]
+        (tmp / "codec-resynthesis").mkdir()
+        ceiling = [tmp / f"codec-resynthesis/val-{k}.wav" for k in range(len(val_rows))]
+        for row, wav_path in zip(val_rows, ceiling):
+            real = torch.from_numpy(row.codes.astype(np.int64))[None]
+            write_wav(wav_path, codec.decode(real.to(device)).cpu().numpy()[0], codec.sample_rate)
+        scores = intelligibility(spoken, ceiling, [row.text for row in val_rows], meta["hybridlm.weights"])
         caption = (f"{len(prompts)} prompts per checkpoint read by the EMA weights (cfg scale {cfg.cfg_scale:g}, "
                    f"temperature {cfg.temperature:g}, top-k {cfg.top_k}, seed {cfg.seed}, at most "
                    f"{cfg.max_seconds:g} s); codec {meta['hybridlm.codec']} with {meta['hybridlm.weights']} weights "
                    f"at {codec.sample_rate} Hz. Below each sample: cross-attention weights, character against step.")
         if meta["hybridlm.weights"] == "random":
             caption += " RANDOM codec weights (offline demo): the audio is not speech by construction."
+        caption += " " + asr.summary_line(scores)
         curves = write_curves(tmp / "curves", history, reference=False)
         write_gallery(tmp / "index.html", rows, caption, curves, ["a text-to-speech fine-tune"],
                       title="text-to-speech results")
+    write_json(asr_metrics, scores)
     print(f"render_tts: {len(rows)} checkpoints x {len(prompts)} prompts -> {out}/index.html")

@@ -12,6 +12,7 @@ from data_helpers import SHARED
 from hybridlm import asr
 from hybridlm.data.ljspeech import parse_metadata
 from hybridlm.data.synthetic import write_wav_int16
+from hybridlm.stages.render_tts import intelligibility
 
 SAMPLE = SHARED / "ljspeech-sample"
 
@@ -63,3 +64,18 @@ def test_unavailable_asr_is_said_never_a_zero(monkeypatch, tmp_path):
     assert metrics == {"asr": "unavailable (ImportError: No module named 'pocketsphinx')"}
     with pytest.raises(RuntimeError, match="asr: unavailable"):
         asr.Recognizer()
+    # render_tts's metrics file: every entry says so, and no WER/CER number anywhere (not even the ceiling).
+    scores = intelligibility({2: [tmp_path / "a.wav"], 4: [tmp_path / "b.wav"]}, [tmp_path / "c.wav"], ["word"],
+                             "random")
+    assert scores["asr"] == scores["ceiling"]["asr"] == scores["final"]["asr"] == metrics["asr"]
+    assert sorted(scores) == ["asr", "ceiling", "codec_weights", "final", "step_2", "step_4"]
+    assert not {"wer", "cer"} & {key for entry in scores.values() if isinstance(entry, dict) for key in entry}
+    assert asr.summary_line(scores) == f"Intelligibility: ASR {metrics['asr']}."
+
+
+def test_summary_line_reads_steps_and_ceiling():
+    scores = {"asr": "pocketsphinx", "codec_weights": "random", "ceiling": {"asr": "pocketsphinx", "wer": 1.0,
+              "cer": 0.9}, "step_2": {"step": 2, "wer": 1.5, "cer": 0.75}, "final": {"step": 2, "wer": 1.5}}
+    line = asr.summary_line(scores)
+    assert "step 2 WER 1.50 CER 0.75; ceiling (codec resynthesis of the real clips) WER 1.00 CER 0.90" in line
+    assert line.count("step ") == 1 and "Random codec weights" in line

@@ -231,6 +231,16 @@ def test_tts_stages_write_checkpoints_the_gap_a_gallery_and_say_reads(workspace,
         for k in range(2):
             for suffix in (".wav", ".png", ".align.png"):
                 assert (out / f"step-{step:06d}" / f"prompt-{k}{suffix}").stat().st_size > 0
+    assert (out / "codec-resynthesis/val-0.wav").stat().st_size > 0
+    # Intelligibility: the ASR on the 1 val reading per checkpoint and on the codec resynthesis of its real clip.
+    scores = json.loads((workspace / STAGES["render_tts"].options()["asr_metrics"]).read_text())
+    assert scores["asr"] == "pocketsphinx" and scores["codec_weights"] == "random", scores
+    assert sorted(k for k in scores if k.startswith("step_")) == ["step_2", "step_4"] and scores["final"]["step"] == 4
+    for key in ("ceiling", "step_2", "step_4"):
+        assert 0 <= scores[key]["wer"] < math.inf and 0 <= scores[key]["cer"] < math.inf
+        assert scores[key]["utterances"] == 1
+    assert f"step 4 WER {scores['step_4']['wer']:.2f}" in page and "ceiling (codec resynthesis" in page
+    assert "Intelligibility (pocketsphinx ASR" in summary(workspace)
     wav = tmp_path / "speech.wav"
     said = run_tool(workspace, "hybridlm", "say", "A word.", "--checkpoint",
                     str(workspace / tts["checkpoints"] / "step-000004.pt"), "--out", str(wav), "--max-seconds", "0.2",
