@@ -64,12 +64,16 @@ def intelligibility(spoken: dict[int, list[Path]], ceiling: list[Path], texts: l
     """The ``asr_metrics`` file: ASR WER/CER of each checkpoint's readings (``spoken[step]``, in the order of
     ``texts``) and of the codec resynthesis of the real clips (``ceiling``). Where the ASR cannot be imported every
     entry says ``asr: unavailable (...)`` and holds no number (hybridlm.asr.asr_metrics)."""
+    def scored(wavs: list[Path]) -> dict:
+        # No realtime_factor: a timing differs run to run, and this file must be byte-identical for identical params.
+        return {k: v for k, v in asr.asr_metrics(wavs, texts).items() if k != "realtime_factor"}
+
     if not texts:
         return {"asr": "not measured (tts_render.val_sentences is 0: no val prompts)", "codec_weights": weights}
-    result = {"codec_weights": weights, "ceiling": asr.asr_metrics(ceiling, texts)}
+    result = {"codec_weights": weights, "ceiling": scored(ceiling)}
     result["asr"] = result["ceiling"]["asr"]
     for step, wavs in spoken.items():
-        result[f"step_{step}"] = {"step": step, **asr.asr_metrics(wavs, texts)}
+        result[f"step_{step}"] = {"step": step, **scored(wavs)}
     result["final"] = result[f"step_{max(spoken)}"]
     return result
 

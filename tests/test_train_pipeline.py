@@ -238,7 +238,7 @@ def test_tts_stages_write_checkpoints_the_gap_a_gallery_and_say_reads(workspace,
     assert sorted(k for k in scores if k.startswith("step_")) == ["step_2", "step_4"] and scores["final"]["step"] == 4
     for key in ("ceiling", "step_2", "step_4"):
         assert 0 <= scores[key]["wer"] < math.inf and 0 <= scores[key]["cer"] < math.inf
-        assert scores[key]["utterances"] == 1
+        assert scores[key]["utterances"] == 1 and "realtime_factor" not in scores[key]  # timing: not a result
     assert f"step 4 WER {scores['step_4']['wer']:.2f}" in page and "ceiling (codec resynthesis" in page
     assert "Intelligibility (pocketsphinx ASR" in summary(workspace)
     wav = tmp_path / "speech.wav"
