@@ -805,40 +805,27 @@ def sample_codes(logits: torch.Tensor, temperature: float, top_k: int,
 # ----------------------------------------------------------------------------------------------------------------
 # Loss and optimizer helpers
 # ----------------------------------------------------------------------------------------------------------------
-def codebook_target_counts(targets: torch.Tensor, codebook_size: int,
-                           valid: torch.Tensor | None = None) -> torch.Tensor:
-    """Valid targets (ids < codebook_size, or ``valid``) per codebook of ``targets [B, n_q, S]``: the loss's
-    normalisers."""
-    if valid is None:
-        valid = (targets >= 0) & (targets < codebook_size)
-    return valid.sum(dim=(0, 2))
+def codebook_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor,
+                           counts: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cross-entropy per codebook over the targets ``valid`` marks, and the mean over codebooks.
 
-
-def codebook_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, codebook_size: int | None = None,
-                           counts: torch.Tensor | None = None,
-                           valid: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Cross-entropy per codebook over its valid targets (ids < codebook_size), and the mean over codebooks.
-
-    ``logits [B, n_q, S, vocab]``, ``targets [B, n_q, S]``. PAD/BOS/EOS targets carry no loss, unless ``valid``
-    (the delay pattern's ``target_mask``, which counts EOS in the text-to-speech path) says otherwise. Averaging
-    per codebook first (rather than over all valid tokens) weighs every codebook equally, which is also what the
-    per-codebook report and perplexity exp(CE) describe. ``codebook_size`` defaults to vocab - 3 special ids.
-    ``counts`` (``[n_q]``) replaces this batch's valid-target counts as the divisors: a data-parallel rank passes
-    the global batch's (:func:`codebook_target_counts`), so that the ranks' losses add up to the global loss.
+    ``logits [B, n_q, S, vocab]``, ``targets`` and ``valid [B, n_q, S]``. ``valid`` is the delay pattern's
+    ``target_mask`` (the one place that says which ids carry loss: codes, and EOS in the text-to-speech path), so
+    the loss never re-derives it. Averaging per codebook first (rather than over all valid tokens) weighs every
+    codebook equally, which is also what the per-codebook report and perplexity exp(CE) describe. ``counts``
+    (``[n_q]``) replaces this batch's ``valid.sum((0, 2))`` as the divisors: a data-parallel rank passes the global
+    batch's, so that the ranks' losses add up to the global loss.
     Training and evaluation use the chunked hybridlm.ops.cross_entropy.heads_cross_entropy (no full logits); this
     is its reference, on materialised logits.
     """
-    if logits.ndim != 4 or targets.shape != logits.shape[:3]:
-        raise ValueError(f"codebook_cross_entropy: logits must be [B, n_q, S, vocab] and targets [B, n_q, S], got "
-                         f"{tuple(logits.shape)} and {tuple(targets.shape)}")
+    if logits.ndim != 4 or targets.shape != logits.shape[:3] or valid.shape != targets.shape:
+        raise ValueError(f"codebook_cross_entropy: logits must be [B, n_q, S, vocab], targets and valid [B, n_q, S], "
+                         f"got {tuple(logits.shape)}, {tuple(targets.shape)} and {tuple(valid.shape)}")
     vocab = logits.shape[-1]
-    codebook_size = vocab - NUM_SPECIAL if codebook_size is None else codebook_size
-    if valid is None:
-        valid = (targets >= 0) & (targets < codebook_size)
     counts = valid.sum(dim=(0, 2)) if counts is None else counts
     if bool((counts == 0).any()):
         raise ValueError(f"codebook_cross_entropy: codebook(s) {counts.eq(0).nonzero().flatten().tolist()} have no "
-                         f"valid targets (all are special ids >= {codebook_size})")
+                         f"valid targets (all are special ids)")
     losses = F.cross_entropy(logits.float().reshape(-1, vocab), targets.masked_fill(~valid, -100).reshape(-1),
                              ignore_index=-100, reduction="none").view(targets.shape)
     per_codebook = losses.sum(dim=(0, 2)) / counts

@@ -208,7 +208,8 @@ def test_codebook_cross_entropy_matches_a_hand_computation():
         [[0, 1, 4, 2, 3], [5, 4, 4, 1, 1], [6, 3, 3, 3, 0]],
         [[1, 1, 1, 4, 4], [2, 4, 0, 0, 4], [4, 4, 4, 4, 2]],
     ])
-    mean, per_codebook = codebook_cross_entropy(logits, targets)
+    valid = DelayPattern(3, 4).target_mask(targets)
+    mean, per_codebook = codebook_cross_entropy(logits, targets, valid)
     expected = []
     for q in range(3):
         terms = [-torch.log_softmax(logits[b, q, s], -1)[targets[b, q, s]]
@@ -220,7 +221,7 @@ def test_codebook_cross_entropy_matches_a_hand_computation():
     # Logits at special-id targets carry no loss.
     shifted = logits.clone()
     shifted[targets >= 4] += 100 * torch.randn(vocab)
-    torch.testing.assert_close(codebook_cross_entropy(shifted, targets)[1], per_codebook)
+    torch.testing.assert_close(codebook_cross_entropy(shifted, targets, valid)[1], per_codebook)
 
 
 def test_codebook_cross_entropy_on_delayed_rows_ignores_pad_and_bos():
@@ -229,27 +230,29 @@ def test_codebook_cross_entropy_on_delayed_rows_ignores_pad_and_bos():
     inputs, targets = delayed[..., :-1], delayed[..., 1:]
     logits = torch.zeros(2, 8, inputs.shape[-1], 1027)
     logits[..., 1024:] = 50.0  # confident in special ids: would be a huge loss if PAD/BOS targets counted
-    mean, per_codebook = codebook_cross_entropy(logits, targets)
+    mean, per_codebook = codebook_cross_entropy(logits, targets, pattern.target_mask(targets))
     uniform_over_codes = torch.log(torch.tensor(1024.0) + 3 * torch.exp(torch.tensor(50.0)))
     torch.testing.assert_close(per_codebook, uniform_over_codes.expand(8), atol=1e-4, rtol=0)
     logits[..., :1024] = 0.0
     logits[..., 1024:] = -1e9
-    torch.testing.assert_close(codebook_cross_entropy(logits, targets)[0], torch.log(torch.tensor(1024.0)))
+    torch.testing.assert_close(codebook_cross_entropy(logits, targets, pattern.target_mask(targets))[0], torch.log(torch.tensor(1024.0)))
 
 
 def test_codebook_cross_entropy_errors():
     with pytest.raises(ValueError, match=r"logits must be \[B, n_q, S, vocab\]"):
-        codebook_cross_entropy(torch.zeros(2, 8, 5, 1027), torch.zeros(2, 8, 4, dtype=torch.long))
+        codebook_cross_entropy(torch.zeros(2, 8, 5, 1027), torch.zeros(2, 8, 4, dtype=torch.long),
+                               torch.ones(2, 8, 4, dtype=torch.bool))
     targets = torch.zeros(1, 2, 3, dtype=torch.long)
     targets[0, 1] = 1024
     with pytest.raises(ValueError, match=r"codebook\(s\) \[1\] have no valid targets"):
-        codebook_cross_entropy(torch.zeros(1, 2, 3, 1027), targets)
+        codebook_cross_entropy(torch.zeros(1, 2, 3, 1027), targets, DelayPattern(2).target_mask(targets))
 
 
 def test_loss_backward_reaches_every_parameter():
     model = tiny("LA").train()
     delayed = DelayPattern().build(torch.randint(0, 1024, (2, 8, 10), generator=torch.Generator().manual_seed(0)))
-    loss, _ = codebook_cross_entropy(model(delayed[..., :-1]), delayed[..., 1:])
+    loss, _ = codebook_cross_entropy(model(delayed[..., :-1]), delayed[..., 1:],
+                                     DelayPattern().target_mask(delayed[..., 1:]))
     loss.backward()
     for name, p in model.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, name

@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from hybridlm.delay import DelayPattern
 from hybridlm.model import HybridLM, ModelConfig
 from hybridlm.ops.cross_entropy import heads_cross_entropy
 from hybridlm.training.benchmark import flops_per_step, matched_transformer, random_rows, run_model_benchmark
@@ -37,8 +38,9 @@ def test_same_weights_give_the_same_hidden_states_and_loss():
     with torch.no_grad():
         a, b = ours(rows[..., :-1], heads=False), peer(rows[..., :-1], heads=False)
         torch.testing.assert_close(a, b, atol=1e-4, rtol=0)
-        loss_a, _ = heads_cross_entropy(a, ours.heads.weight, rows[..., 1:])
-        loss_b, _ = heads_cross_entropy(b, peer.heads.weight, rows[..., 1:])
+        valid = DelayPattern().target_mask(rows[..., 1:])
+        loss_a, _ = heads_cross_entropy(a, ours.heads.weight, rows[..., 1:], valid)
+        loss_b, _ = heads_cross_entropy(b, peer.heads.weight, rows[..., 1:], valid)
     assert loss_a.item() == pytest.approx(loss_b.item(), abs=1e-5)
 
 

@@ -77,8 +77,8 @@ def test_bf16_train_step_is_finite_and_close_to_fp32(backend):
     for precision in ("fp32", "bf16"):
         model = build_model(small(backend), seed=0, device=CPU)
         optimizer = make_optimizer(model, TrainParams(), CPU)
-        first = train_step(model, optimizer, [batch], 1e-3, 1.0, CPU, precision=precision)
-        second = train_step(model, optimizer, [batch], 1e-3, 1.0, CPU, precision=precision)
+        first = train_step(model, optimizer, [batch], 1e-3, 1.0, CPU, precision=precision, pattern=PATTERN)
+        second = train_step(model, optimizer, [batch], 1e-3, 1.0, CPU, precision=precision, pattern=PATTERN)
         results[precision] = (first, second, model.state_dict())
     (loss32, norm32), (after32, _), weights32 = results["fp32"]
     (loss16, norm16), (after16, _), weights16 = results["bf16"]
@@ -161,7 +161,7 @@ def test_bf16_train_step_on_cuda_with_every_backend():
             model = build_model(small(backend), seed=0, device=cuda)
             optimizer = make_optimizer(model, TrainParams(), cuda)
             losses[backend, precision] = train_step(model, optimizer, [batch], 1e-3, 1.0, cuda,
-                                                    precision=precision)[0]
+                                                    precision=precision, pattern=PATTERN)[0]
     assert np.isfinite(list(losses.values())).all()
     for backend in ("auto", "torch_chunk"):
         assert losses[backend, "bf16"] == pytest.approx(losses[backend, "fp32"], rel=2e-2)

@@ -171,7 +171,7 @@ def test_tiny_model_overfits_one_batch():
     model = build_model(config, seed=0, device=CPU)
     optimizer = make_optimizer(model, TrainParams(lr=1e-2, weight_decay=0.0), CPU)
     for _ in range(40):
-        loss, grad_norm = train_step(model, optimizer, [batch], 1e-2, 1.0, CPU, precision="fp32")
+        loss, grad_norm = train_step(model, optimizer, [batch], 1e-2, 1.0, CPU, precision="fp32", pattern=PATTERN)
     assert unigram_entropy > 3.5
     assert loss < 0.1 * unigram_entropy, (loss, unigram_entropy)
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import torch
 
-from hybridlm.delay import NUM_SPECIAL
 
 # [4096, 8 * 1027] fp32 = 135 MB per block (vs 0.8 GB for the whole default batch). Measured on 2 CPU cores at
 # B=4, T=1024: 256 rows 7.9 s, 1024 rows 5.4 s, 4096 rows 4.6 s, materialised logits 5.9 s (fwd+bwd, loaded box).
@@ -35,15 +34,13 @@ class _HeadsCrossEntropy(torch.autograd.Function):
     """Per-codebook mean CE over valid targets (and, differentiable, their mean over codebooks)."""
 
     @staticmethod
-    def forward(ctx, hidden, weight, targets, counts, codebook_size: int, chunk_rows: int, compute_dtype, valid):
+    def forward(ctx, hidden, weight, targets, valid, counts, chunk_rows: int, compute_dtype):
         rows, n_q = targets.shape
         vocab = weight.shape[0] // n_q
-        if valid is None:
-            valid = (targets >= 0) & (targets < codebook_size)  # [N, n_q]
         counts = valid.sum(0) if counts is None else counts
         if bool((counts == 0).any()):
             raise ValueError(f"codebook_cross_entropy: codebook(s) {counts.eq(0).nonzero().flatten().tolist()} have "
-                             f"no valid targets (all are special ids >= {codebook_size})")
+                             f"no valid targets (all are special ids)")
         # d mean / d loss[row, q] = 1 / (n_q * count_q) on valid targets, 0 elsewhere
         row_weight = valid.float() / (n_q * counts.float())
         safe_targets = targets.masked_fill(~valid, 0).unsqueeze(-1)
@@ -76,33 +73,30 @@ class _HeadsCrossEntropy(torch.autograd.Function):
     @staticmethod
     def backward(ctx, d_mean, d_per_codebook):
         grad_hidden, grad_weight = ctx.saved_tensors
-        return grad_hidden * d_mean, (grad_weight * d_mean).to(ctx.weight_dtype), None, None, None, None, None, None
+        return grad_hidden * d_mean, (grad_weight * d_mean).to(ctx.weight_dtype), None, None, None, None, None
 
 
-def heads_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
-                        codebook_size: int | None = None, *, counts: torch.Tensor | None = None,
-                        chunk_rows: int = DEFAULT_CHUNK_ROWS,
-                        valid: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """``codebook_cross_entropy(heads(hidden), targets, codebook_size, counts)`` without materialising the logits.
+def heads_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor, *,
+                        counts: torch.Tensor | None = None,
+                        chunk_rows: int = DEFAULT_CHUNK_ROWS) -> tuple[torch.Tensor, torch.Tensor]:
+    """``codebook_cross_entropy(heads(hidden), targets, valid, counts)`` without materialising the logits.
 
     ``hidden [B, S, d]`` (after the final norm), ``weight [n_q * vocab, d]`` (the stacked heads), ``targets
     [B, n_q, S]``. Returns (mean over codebooks, per-codebook CE [n_q]); only the mean carries a gradient.
-    ``codebook_size`` defaults to vocab - 3 special ids; targets >= it (PAD/BOS/EOS) carry no loss. ``counts``
+    ``valid [B, n_q, S]`` is the delay pattern's target_mask (codes; EOS too in the text-to-speech path). ``counts``
     ``[n_q]`` replaces this batch's valid-target counts as the divisors (a data-parallel rank passes the global
-    batch's, see model.codebook_target_counts). ``valid [B, n_q, S]`` replaces the ids-below-codebook_size rule
-    (the delay pattern's target_mask: the text-to-speech path also scores EOS).
+    batch's).
     """
     batch, steps, d_model = hidden.shape
     n_q = targets.shape[1] if targets.ndim == 3 else 0
-    if targets.shape != (batch, n_q, steps) or n_q == 0 or weight.ndim != 2 or weight.shape[1] != d_model \
-            or weight.shape[0] % n_q:
-        raise ValueError(f"heads_cross_entropy: need hidden [B, S, d], weight [n_q * vocab, d], targets [B, n_q, S]; "
-                         f"got {tuple(hidden.shape)}, {tuple(weight.shape)}, {tuple(targets.shape)}")
+    if targets.shape != (batch, n_q, steps) or valid.shape != targets.shape or n_q == 0 or weight.ndim != 2 \
+            or weight.shape[1] != d_model or weight.shape[0] % n_q:
+        raise ValueError(f"heads_cross_entropy: need hidden [B, S, d], weight [n_q * vocab, d], targets and valid "
+                         f"[B, n_q, S]; got {tuple(hidden.shape)}, {tuple(weight.shape)}, {tuple(targets.shape)}, "
+                         f"{tuple(valid.shape)}")
     if chunk_rows < 1:
         raise ValueError(f"heads_cross_entropy: chunk_rows must be >= 1, got {chunk_rows}")
-    vocab = weight.shape[0] // n_q
-    codebook_size = vocab - NUM_SPECIAL if codebook_size is None else codebook_size
     flat_targets = targets.transpose(1, 2).reshape(batch * steps, n_q)
-    flat_valid = None if valid is None else valid.transpose(1, 2).reshape(batch * steps, n_q)
-    return _HeadsCrossEntropy.apply(hidden.reshape(batch * steps, d_model), weight, flat_targets, counts,
-                                    codebook_size, chunk_rows, _compute_dtype(hidden.device), flat_valid)
+    flat_valid = valid.transpose(1, 2).reshape(batch * steps, n_q)
+    return _HeadsCrossEntropy.apply(hidden.reshape(batch * steps, d_model), weight, flat_targets, flat_valid, counts,
+                                    chunk_rows, _compute_dtype(hidden.device))

@@ -146,6 +146,7 @@ def benchmark_training(config: ModelConfig, batch: int, device: torch.device, re
                        say: Callable[[str], None] = print) -> list[Row]:
     """Median step time of every (implementation, precision) pair; see the module docstring."""
     rows = random_rows(config, batch, seed=0)
+    pattern = DelayPattern(config.num_codebooks, config.codebook_size)
     train_cfg = TrainParams()
     pairs, memory, flops = {}, {}, {}
     for name, build in implementations.items():
@@ -157,7 +158,8 @@ def benchmark_training(config: ModelConfig, batch: int, device: torch.device, re
             flops[name] = flops_per_step(model.config) * batch * config.context
 
             def step(model=model, optimizer=optimizer, precision=precision):
-                train_step(model, optimizer, [rows], train_cfg.lr, train_cfg.grad_clip, device, precision=precision)
+                train_step(model, optimizer, [rows], train_cfg.lr, train_cfg.grad_clip, device, precision=precision,
+                           pattern=pattern)
 
             for _ in range(WARMUP_STEPS):
                 step()

@@ -61,8 +61,7 @@ def evaluate_sequences(model: nn.Module, sequences: Sequence[np.ndarray], patter
             valid = pattern.target_mask(targets)
             with autocast(precision, device):
                 hidden = model(inputs, heads=False, **({} if text is None else {"text": text}))
-                _, per_codebook = heads_cross_entropy(hidden, model.heads.weight, targets, pattern.codebook_size,
-                                                      valid=valid)
+                _, per_codebook = heads_cross_entropy(hidden, model.heads.weight, targets, valid)
             n = valid.sum(dim=(0, 2)).cpu()
             sums += per_codebook.double().cpu() * n
             counts += n

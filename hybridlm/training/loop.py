@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from hybridlm.config import TrainParams
 from hybridlm.delay import DelayPattern
-from hybridlm.model import HybridLM, ModelConfig, codebook_target_counts, parameter_groups
+from hybridlm.model import HybridLM, ModelConfig, parameter_groups
 from hybridlm.ops.cross_entropy import heads_cross_entropy
 from hybridlm.training import distributed
 from hybridlm.training.batching import PackedRows, SentenceRows, TextRows
@@ -68,10 +68,10 @@ def make_optimizer(model: HybridLM, cfg: TrainParams, device: torch.device) -> t
 
 def train_step(model: HybridLM, optimizer: torch.optim.Optimizer, micro_batches: Sequence[torch.Tensor | TextRows],
                lr: float, grad_clip: float, device: torch.device, *, precision: str,
-               pattern: DelayPattern | None = None) -> tuple[float, float]:
+               pattern: DelayPattern) -> tuple[float, float]:
     """One optimizer update over ``micro_batches`` (rows ``[B, n_q, S]``, or sentences with their texts: TextRows);
-    returns (loss, grad norm before clipping). ``pattern`` says which targets count (EOS too, for sentences);
-    None = the codes.
+    returns (loss, grad norm before clipping). ``pattern.target_mask`` says which targets count (EOS too, for
+    sentences).
 
     Under torchrun ``model`` is DDP-wrapped and ``micro_batches`` are still the global ones: this rank trains on its
     rows, normalised by the global target counts (distributed.py says why), and the loss returned is the global one.
@@ -87,19 +87,17 @@ def train_step(model: HybridLM, optimizer: torch.optim.Optimizer, micro_batches:
     net = distributed.unwrap(model)
     for i, rows in enumerate(micro_batches):
         rows, text = (rows.tokens, rows.text) if isinstance(rows, TextRows) else (rows, None)
-        valid = None if pattern is None else pattern.target_mask(rows[..., 1:])
-        counts = codebook_target_counts(rows[..., 1:], net.config.codebook_size, valid).to(device, non_blocking=True)
+        valid = pattern.target_mask(rows[..., 1:])
+        counts = valid.sum(dim=(0, 2)).to(device, non_blocking=True)  # the global batch's: see distributed.local_rows
         rows = distributed.local_rows(rows).to(device, non_blocking=True)
         if text is not None:
             text = distributed.local_rows(text).to(device, non_blocking=True)
-        if valid is not None:
-            valid = distributed.local_rows(valid).to(device, non_blocking=True)
+        valid = distributed.local_rows(valid).to(device, non_blocking=True)
         with distributed.no_sync(model, i < len(micro_batches) - 1):
             with autocast(precision, device):  # through the (DDP) wrapper, which must see the forward
                 conditioning = {} if text is None else {"text": text}  # peer models (benchmark) take no text
                 hidden = model(rows[..., :-1], heads=False, **conditioning)
-                loss, _ = heads_cross_entropy(hidden, net.heads.weight, rows[..., 1:], net.config.codebook_size,
-                                              counts=counts, valid=valid)
+                loss, _ = heads_cross_entropy(hidden, net.heads.weight, rows[..., 1:], valid, counts=counts)
             # x world size: DDP averages the ranks' gradients, the global loss is their sum
             (loss * distributed.world_size() / len(micro_batches)).backward()
         total += loss.detach() / len(micro_batches)
@@ -208,7 +206,7 @@ def train(cfg: TrainParams, model_config: ModelConfig, rows: PackedRows | Senten
         first = step * rows_per_step
         micro = [rows.rows(first + i * cfg.batch_size, cfg.batch_size) for i in range(cfg.grad_accum)]
         loss, grad_norm = train_step(trained, optimizer, micro, lr, cfg.grad_clip, device, precision=precision,
-                                     pattern=pattern if pattern.eos else None)
+                                     pattern=pattern)
         if not (math.isfinite(loss) and math.isfinite(grad_norm)):  # the same on every rank: all stop here
             bar.close()
             if main:
