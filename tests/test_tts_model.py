@@ -1,8 +1,8 @@
 """Text conditioning in the model: config, parameter budget, exact identity at init / warm start, padding, cached
 decoding with text, EOS stopping, classifier-free guidance, and a model-level proof that the text is used.
 
-Tolerances as in test_model.py: "exactly" means torch.equal (the gates are 0, so the cross-attention adds exact
-zeros); cached vs full forward within 1e-5 absolute.
+Tolerances as in test_model.py: "exactly" means torch.equal (the output projections are 0, so the cross-attention
+adds exact zeros); cached vs full forward within 1e-5 absolute.
 """
 
 import dataclasses
@@ -39,10 +39,11 @@ def tiny(schedule: str = "LA", text: TextConfig | None = TEXT, seed: int = 0, **
 
 
 def open_gates(model: HybridLM, value: float = 0.7) -> HybridLM:
-    """A conditioned model whose cross-attentions contribute (as after training)."""
+    """A conditioned model whose cross-attentions contribute (as after training): gate and output projection set."""
     with torch.no_grad():
         for cross in model.cross_attention.values():
             cross.gate.fill_(value)
+            torch.nn.init.normal_(cross.o_proj.weight, std=0.1)
     return model
 
 
@@ -222,6 +223,12 @@ def test_gradients_reach_every_parameter_and_text_parts_skip_decay_where_they_sh
     assert {"text_encoder.embed.weight", "cross_attention.1.gate", "cross_attention.1.norm.weight"} <= skip
     assert "cross_attention.1.k_proj.weight" not in skip
     assert sum(len(g["params"]) for g in parameter_groups(model, 0.1)) == len(list(model.parameters()))
+    # At init (adding exact zeros) the output projection already learns: a zero gate would leave every
+    # cross-attention weight but itself without gradient, the deadlock CrossAttention's docstring measures.
+    fresh = tiny("LA").train()
+    codebook_cross_entropy(fresh(delayed[..., :-1], text=texts([3, 4], [5, 6, 7])), delayed[..., 1:],
+                           valid=pattern.target_mask(delayed[..., 1:]))[0].backward()
+    assert fresh.cross_attention["1"].o_proj.weight.grad.abs().sum() > 0
 
 
 # ---------------------------------------------------------------------------------------------------- speak

@@ -186,7 +186,7 @@ def train(cfg: TrainParams, model_config: ModelConfig, rows: PackedRows | Senten
     elif init is not None:
         model.load_decoder_state(*init)
         ema = EMA(model, cfg.ema_decay)  # the average starts at the loaded weights
-        _say(f"train: warm start from {init[1]}: decoder loaded, text encoder and cross-attention fresh (gates 0)")
+        _say(f"train: warm start from {init[1]}: decoder loaded, text encoder and cross-attention fresh (adding 0)")
     else:
         _say(f"train: starting from scratch (resume store {store.folder if main else ''})")
     start_step = step
