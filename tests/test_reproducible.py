@@ -36,7 +36,7 @@ def test_two_fresh_workspaces_record_identical_output_hashes(tmp_path, monkeypat
     first, second = hashes
     assert sorted(first) == sorted(second)
     timing = {key for key in first if key.split(":", 1)[1].startswith(TIMING)}
-    assert {key.split(":", 1)[0] for key in timing} == {"resample", "tokenize", "train"}
+    assert {key.split(":", 1)[0] for key in timing} == {"resample", "tokenize", "train", "train_tts"}
     differing = sorted(key for key in first if first[key] != second[key])
     assert set(differing) <= timing, f"outputs whose bytes differ between identical runs: {differing}"
     assert len(first) - len(timing) >= 10  # every result: corpus, shards, checkpoints, curves, metrics, samples
