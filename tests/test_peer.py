@@ -19,12 +19,7 @@ SMALL = ModelConfig(schedule="LLAL", d_model=48, d_ff=64, n_heads=2, n_kv_heads=
                     gdn_value_dim=24, context=40)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_same_weights_give_the_same_hidden_states_and_loss():

@@ -33,13 +33,7 @@ CPU_BACKENDS = ["torch_chunk", "torch_recurrent"]
 PATTERN = DelayPattern()
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small models spend their time in op overhead: one thread is faster, and immune to a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def small(backend: str) -> ModelConfig:

@@ -32,13 +32,7 @@ CPU = torch.device("cpu")
 PATTERN = DelayPattern()
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models spend their time in op overhead: one thread is faster, and immune to a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_chunks(n: int, seed: int, alphabet: int = 64, frames=(10, 30)) -> list[Chunk]:

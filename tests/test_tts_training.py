@@ -30,12 +30,7 @@ EOS = DelayPattern(eos=True)
 CPU = torch.device("cpu")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def sentences(n: int, seed: int) -> tuple[list[Chunk], list[list[int]]]:
