@@ -45,6 +45,8 @@ class SyntheticParams:
     # >= 0.5 s: room for the leading silence and a word of the text-driven audio (hybridlm/data/synthetic.py)
     min_seconds: float = field(default=1.2, metadata={"min": 0.5, "max": 60.0})
     max_seconds: float = field(default=10.1, metadata={"min": 0.5, "max": 60.0})
+    # Clips 0, n, 2n, ... are long ones, 8.1-9.5 s: the unconditional path's 8 s chunking needs some. 0 = none.
+    long_every: int = field(default=3, metadata={"min": 0})
 
     def __post_init__(self) -> None:
         if self.max_seconds < self.min_seconds:
@@ -192,13 +194,18 @@ class RenderParams:
 @dataclass(frozen=True)
 class TtsTrainParams(TrainParams):
     """``tts_train``: the text-conditioned fine-tune. Every ``train`` key (same meaning, own values), plus the
-    unconditional checkpoint it starts from and the text dropout that classifier-free guidance needs."""
+    unconditional checkpoint it starts from, the text dropout that classifier-free guidance needs and the
+    guided-attention penalty that teaches the cross-attention where to read."""
 
     # A checkpoint file of the unconditional run, or a folder of them (its latest step): its decoder weights (EMA)
     # are loaded, the text encoder and cross-attention start fresh. Read by dvc.yaml, which templates it into the
     # train_tts cmd (--init-from) and deps; set in params.yaml.
     init_from: str = ""
     text_dropout: float = field(default=0.1, metadata={"min": 0.0, "lt": 1.0})  # P(a training row loses its text)
+    # Weight of the guided-attention penalty (training/guided_attention.py: cross-attention mass off the text-audio
+    # diagonal), 0 = off; and its width g, as a fraction of the text and of the audio.
+    guided_attention: float = field(default=1.0, metadata={"min": 0.0})
+    guided_attention_width: float = field(default=0.2, metadata={"gt": 0.0})
 
 
 @dataclass(frozen=True)

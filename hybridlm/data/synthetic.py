@@ -3,7 +3,7 @@
 Why: the real corpus is 2.6 GB behind a URL; the pipeline must still run end to end without it, and the
 text-conditioned model must be able to show offline that it uses its transcript. So the generated corpus has the
 layout and formats of LJ Speech 1.1 (``metadata.csv`` + 22,050 Hz 16-bit mono WAVs), metadata lines with the traps
-of the real file (raw ``"``, ``£``, accented letters, numbers spelled out in field 3), clips longer than 8 s so
+of the real file (raw ``"``, ``£``, accented letters, numbers spelled out in field 3), some clips longer than 8 s so
 chunking is exercised — and each clip's audio is a deterministic function of its normalised transcript
 (:func:`synthesize`):
 
@@ -38,7 +38,7 @@ from hybridlm.text import normalize
 
 SAMPLE_RATE = 22_050
 FRAME_RATE = 75  # EnCodec 24 kHz frames per second; a syllable's waveform repeats exactly once per frame
-LONG_CLIP_SECONDS = 8.0  # every third clip is longer than this when max_seconds allows: chunking needs them
+LONG_CLIP_SECONDS = (8.1, 9.5)  # every data.synthetic.long_every-th clip: over 8 s (chunking), under 10.1 s
 LEAD_FRAMES = 8  # leading silence, as in LJ clips
 
 # (letters, pitch in Hz (a multiple of FRAME_RATE), formants in Hz, frames): one class per row.
@@ -72,10 +72,11 @@ def clip_id(index: int) -> str:
 
 
 def clip_seconds(params: SyntheticParams, index: int, rng: np.random.Generator) -> float:
-    low, high = params.min_seconds, params.max_seconds
-    if index % 3 == 0 and high > LONG_CLIP_SECONDS:
-        low = max(low, LONG_CLIP_SECONDS + 0.05 * (high - LONG_CLIP_SECONDS))
-    return float(rng.uniform(low, high))
+    """Clip ``index``'s length: a long one (LONG_CLIP_SECONDS) every ``long_every`` clips, else in
+    [min_seconds, max_seconds]. Why both: the text-to-speech demo wants many short sentences (cheap to tokenize,
+    many to learn from), the unconditional path a few clips longer than its 8 s chunks."""
+    long = params.long_every and index % params.long_every == 0
+    return float(rng.uniform(*(LONG_CLIP_SECONDS if long else (params.min_seconds, params.max_seconds))))
 
 
 def _class_period(pitch: float, formants: tuple[float, float], frame: int, sample_rate: int) -> np.ndarray:

@@ -25,15 +25,16 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from hybridlm.config import TrainParams
+from hybridlm.config import TrainParams, TtsTrainParams
 from hybridlm.delay import DelayPattern
-from hybridlm.model import HybridLM, ModelConfig, parameter_groups
+from hybridlm.model import TEXT_PAD_ID, HybridLM, ModelConfig, parameter_groups
 from hybridlm.ops.cross_entropy import heads_cross_entropy
 from hybridlm.training import distributed
 from hybridlm.training.batching import PackedRows, SentenceRows, TextRows
 from hybridlm.training.checkpoint import FORMAT, load_checkpoint
 from hybridlm.training.ema import EMA
 from hybridlm.training.evaluation import evaluate_sequences
+from hybridlm.training.guided_attention import guided_attention_loss
 from hybridlm.training.precision import autocast, resolve_precision
 from hybridlm.training.schedule import learning_rate
 from hybridlm.training.store import ResumeStore
@@ -68,7 +69,7 @@ def make_optimizer(model: HybridLM, cfg: TrainParams, device: torch.device) -> t
 
 def train_step(model: HybridLM, optimizer: torch.optim.Optimizer, micro_batches: Sequence[torch.Tensor | TextRows],
                lr: float, grad_clip: float, device: torch.device, *, precision: str,
-               pattern: DelayPattern) -> tuple[float, float]:
+               pattern: DelayPattern, guided: tuple[float, float] = (0.0, 0.2)) -> tuple[float, float]:
     """One optimizer update over ``micro_batches`` (rows ``[B, n_q, S]``, or sentences with their texts: TextRows);
     returns (loss, grad norm before clipping). ``pattern.target_mask`` says which targets count (EOS too, for
     sentences).
@@ -80,6 +81,9 @@ def train_step(model: HybridLM, optimizer: torch.optim.Optimizer, micro_batches:
     and loss and grad norm come to the host together, once per step (one sync, needed anyway for the log and the
     non-finite check). Non-finite loss or grad norm returns without updating, so the caller keeps the last good
     weights.
+
+    ``guided`` = (weight, width): with text and a weight > 0, the guided-attention penalty (guided_attention.py)
+    times the weight joins the gradient; the loss returned stays the cross-entropy, comparable with the val loss.
     """
     for group in optimizer.param_groups:
         group["lr"] = lr
@@ -89,6 +93,13 @@ def train_step(model: HybridLM, optimizer: torch.optim.Optimizer, micro_batches:
         rows, text = (rows.tokens, rows.text) if isinstance(rows, TextRows) else (rows, None)
         valid = pattern.target_mask(rows[..., 1:])
         counts = valid.sum(dim=(0, 2)).to(device, non_blocking=True)  # the global batch's: see distributed.local_rows
+        guide = text is not None and guided[0] > 0
+        if guide:  # per row: steps with a codebook-0 target (frames + EOS) if it has text; their global count
+            text_lengths = (text != TEXT_PAD_ID).sum(dim=1)
+            frames = valid[:, 0].sum(dim=-1) * (text_lengths > 0)
+            text_steps = float(frames.sum())
+            frames = distributed.local_rows(frames).to(device, non_blocking=True)
+            text_lengths = distributed.local_rows(text_lengths).to(device, non_blocking=True)
         rows = distributed.local_rows(rows).to(device, non_blocking=True)
         if text is not None:
             text = distributed.local_rows(text).to(device, non_blocking=True)
@@ -96,10 +107,16 @@ def train_step(model: HybridLM, optimizer: torch.optim.Optimizer, micro_batches:
         with distributed.no_sync(model, i < len(micro_batches) - 1):
             with autocast(precision, device):  # through the (DDP) wrapper, which must see the forward
                 conditioning = {} if text is None else {"text": text}  # peer models (benchmark) take no text
+                if guide:
+                    conditioning["alignments"] = alignments = []
                 hidden = model(rows[..., :-1], heads=False, **conditioning)
                 loss, _ = heads_cross_entropy(hidden, net.heads.weight, rows[..., 1:], valid, counts=counts)
+                objective = loss
+                if guide:
+                    objective = loss + guided[0] * guided_attention_loss(
+                        alignments, frames, text_lengths, guided[1], text_steps)
             # x world size: DDP averages the ranks' gradients, the global loss is their sum
-            (loss * distributed.world_size() / len(micro_batches)).backward()
+            (objective * distributed.world_size() / len(micro_batches)).backward()
         total += loss.detach() / len(micro_batches)
     total = distributed.all_reduce_sum(total)
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
@@ -198,6 +215,8 @@ def train(cfg: TrainParams, model_config: ModelConfig, rows: PackedRows | Senten
     bar = tqdm(total=cfg.steps, initial=step, desc="train", unit="step", dynamic_ncols=True, file=sys.stderr,
                disable=not main)
     trained = distributed.wrap(model, device)  # after loading: every rank starts from the same weights
+    guided = ((cfg.guided_attention, cfg.guided_attention_width) if isinstance(cfg, TtsTrainParams)
+              else (0.0, 0.2))
     model.train()
     while step < cfg.steps:
         tic = time.perf_counter()
@@ -206,7 +225,7 @@ def train(cfg: TrainParams, model_config: ModelConfig, rows: PackedRows | Senten
         first = step * rows_per_step
         micro = [rows.rows(first + i * cfg.batch_size, cfg.batch_size) for i in range(cfg.grad_accum)]
         loss, grad_norm = train_step(trained, optimizer, micro, lr, cfg.grad_clip, device, precision=precision,
-                                     pattern=pattern)
+                                     pattern=pattern, guided=guided)
         if not (math.isfinite(loss) and math.isfinite(grad_norm)):  # the same on every rank: all stop here
             bar.close()
             if main:
