@@ -11,11 +11,13 @@ from hybridlm.workspace import create_workspace, merge, run_tool
 
 pytestmark = pytest.mark.slow
 
-# The demo pipeline, cut to what still exercises every stage and output: 8 clips, 4 + 4 steps, 2 short samples.
+# The demo pipeline, cut to what still exercises every stage and output: 8 short clips, 8 + 4 steps, 2 short
+# samples.
 SMALLER = {
-    "data": {"synthetic": {"clips": 8, "max_seconds": 6.0}},
+    "data": {"synthetic": {"clips": 8, "max_seconds": 2.5, "long_every": 0}},
     "train": {"steps": 8, "save_steps": [4, 8], "batch_size": 2, "eval_every": 2},
     "render": {"samples": 2, "seconds": 0.3},
+    "tts_train": {"steps": 4, "save_steps": [2, 4], "eval_every": 2},
 }
 TIMING = "metrics/timing/"
 
