@@ -364,6 +364,12 @@ def test_synthetic_corpus_is_deterministic_and_lj_shaped(tmp_path, monkeypatch):
     assert (info.samplerate, info.channels, info.subtype) == (22_050, 1, "PCM_16")
     text = (tmp_path / "a" / "metadata.csv").read_text(encoding="utf-8")
     assert '"' in text and "£" in text and "ç" in text
+    # data.synthetic.long_every: many short clips (the text-to-speech demo) with a long one every n, or none.
+    for every, longs in ((2, [True, False, True, False]), (0, [False] * 4)):
+        root = tmp_path / f"every{every}"
+        generate_corpus(root, SyntheticParams(clips=4, seed=7, min_seconds=0.8, max_seconds=1.6, long_every=every))
+        lengths = [sf.info(str(root / "wavs" / f"{r.id}.wav")).duration for r in validate_layout(root)]
+        assert [d > 8.0 for d in lengths] == longs and all(d <= 1.6 or 8.1 <= d <= 9.5 for d in lengths), lengths
 
 
 def test_synthetic_via_stage(tmp_path, monkeypatch):

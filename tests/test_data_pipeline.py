@@ -22,7 +22,8 @@ from hybridlm.workspace import SOURCE_ROOT, create_workspace, run_tool
 
 # Tiny and fast on 2 CPU cores: 4 short clips; 1 s chunks so that clips are cut and short tails merged.
 OVERRIDES = {
-    "data": {"source": "synthetic", "synthetic": {"clips": 4, "seed": 5, "min_seconds": 1.0, "max_seconds": 2.6}},
+    "data": {"source": "synthetic", "synthetic": {"clips": 4, "seed": 5, "min_seconds": 1.0, "max_seconds": 2.6,
+                                                   "long_every": 0}},
     "tokenize": {"weights": "random", "chunk_seconds": 1.0, "min_tail_seconds": 0.4},
     "split": {"val_fraction": 0.25},
 }
