@@ -59,6 +59,7 @@ class TextConfig:
     d_ff: int = field(default=1024, metadata={"min": 1})
     vocab_size: int = field(default=64, metadata={"min": 3})  # text ids < this (pad 0, unk 1, characters)
     cross_heads: int = field(default=1, metadata={"min": 1})  # heads of each decoder cross-attention
+    frontend: Literal["chars", "phonemes"] = "chars"  # text units: characters, or espeak-ng IPA (hybridlm.text)
     # Decoder layers (0-based) followed by a cross-attention into the text; null = the attention (A) layers.
     cross_attention_layers: list[int] | None = field(default=None, metadata={"min": 0})
 

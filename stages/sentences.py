@@ -15,7 +15,7 @@ from hybridlm.data.ljspeech import parse_metadata
 from hybridlm.data.sentences import build_sentences
 from hybridlm.data.shards import META_PREFIX, read_shards, write_shards
 from hybridlm.params import params_hash
-from hybridlm.text import VERSION, CharVocab, count_unknown
+from hybridlm.text import VERSION, TextVocab
 
 SIDES = ("train", "val")
 
@@ -23,7 +23,7 @@ SIDES = ("train", "val")
 def run(params: dict, *, split: Path, raw: Path, out: Path, metrics: Path) -> None:
     cfg = section(params, "sentences")
     transcripts = {row.id: row.normalized for row in parse_metadata(raw / "metadata.csv")}
-    vocab = CharVocab()
+    vocab = TextVocab()
     summaries: dict = {}
     built = {}
     for side in SIDES:
@@ -42,7 +42,7 @@ def run(params: dict, *, split: Path, raw: Path, out: Path, metrics: Path) -> No
             "hours": round(sum(frames) / int(base["frame_rate"]) / 3600, 6), "joined_clips": sentences.joined,
             "max_text_chars": max(map(len, texts), default=0), "skipped_too_long": len(sentences.too_long),
             "skipped_ids": sentences.too_long,
-            "unknown_chars": dict(sorted(count_unknown(vocab, texts).items())),
+            "unknown_chars": dict(sorted(vocab.unknown_many(texts).items())),
         }
     write_json(metrics, summaries)
     print("sentences: " + ", ".join(f"{side} {m['sentences']} sentences ({m['hours']:.3f} h, longest "

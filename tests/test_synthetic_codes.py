@@ -17,7 +17,7 @@ from hybridlm.config import SyntheticParams
 from hybridlm.data.ljspeech import validate_layout
 from hybridlm.data.synthetic import (FRAME_RATE, LEAD_FRAMES, LETTER_CLASSES, LETTERS, SAMPLE_RATE, char_frames,
                                      generate_corpus, synthesize, text_frames, transcript)
-from hybridlm.text import CharVocab, normalize
+from hybridlm.text import TextVocab, normalize
 
 SILENCE = len(LETTER_CLASSES)  # class label of frames with no letter sounding
 
@@ -45,7 +45,7 @@ def test_corpus_wavs_are_the_synthesis_of_field_3(tmp_path: Path):
 
     generate_corpus(tmp_path, SyntheticParams(clips=6, seed=3, min_seconds=1.0, max_seconds=9.0))
     rows = validate_layout(tmp_path)
-    vocab = CharVocab()
+    vocab = TextVocab()
     assert all(not vocab.unknown(r.normalized) for r in rows)
     assert len({normalize(r.normalized) for r in rows}) == 6  # varied transcripts
     for row in rows:

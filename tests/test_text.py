@@ -1,4 +1,5 @@
-"""Text front end: normalisation rules, vocabulary round trips, unknown characters, the full LJ metadata."""
+"""Text front end: normalisation rules, vocabulary round trips, unknown units, phonemes (espeak-ng), the full LJ
+metadata under both front ends."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from hybridlm.data.ljspeech import parse_metadata
-from hybridlm.text import PAD_ID, UNK_ID, VERSION, CharVocab, count_unknown, normalize
+from hybridlm.text import PAD_ID, UNK_ID, VERSION, TextVocab, normalize
 
 FULL_METADATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "ljspeech-meta" / "metadata.csv"
 
@@ -26,7 +27,7 @@ def test_normalize(raw, expected):
 
 
 def test_vocab_ids_and_round_trip():
-    vocab = CharVocab()
+    vocab = TextVocab()
     assert len(vocab) == 2 + 1 + 26 + 8
     ids = vocab.encode("Quote. He was a dangerous man, end quote!")
     assert PAD_ID not in ids and UNK_ID not in ids
@@ -35,7 +36,7 @@ def test_vocab_ids_and_round_trip():
 
 
 def test_unknown_characters_are_mapped_and_counted():
-    vocab = CharVocab()
+    vocab = TextVocab()
     ids = vocab.encode("In 1963 & after")
     assert ids.count(UNK_ID) == 5
     assert vocab.unknown("In 1963 & after") == {"1": 1, "9": 1, "6": 1, "3": 1, "&": 1}
@@ -45,23 +46,57 @@ def test_unknown_characters_are_mapped_and_counted():
 
 
 def test_to_dict_from_dict_round_trip_and_version_check():
-    vocab = CharVocab()
+    vocab = TextVocab()
     stored = json.loads(json.dumps(vocab.to_dict()))
-    assert CharVocab.from_dict(stored) == vocab
-    assert CharVocab.from_dict(stored).encode("abc") == vocab.encode("abc")
+    assert TextVocab.from_dict(stored) == vocab
+    assert TextVocab.from_dict(stored).encode("abc") == vocab.encode("abc")
     with pytest.raises(ValueError, match="version 'chars-v0'"):
-        CharVocab.from_dict({**stored, "version": "chars-v0"})
+        TextVocab.from_dict({**stored, "version": "chars-v0"})
     with pytest.raises(ValueError, match="expected a mapping"):
-        CharVocab.from_dict({"symbols": "abc"})
+        TextVocab.from_dict({"symbols": "abc"})
     with pytest.raises(ValueError, match="distinct single characters"):
-        CharVocab(("a", "a"), VERSION)
+        TextVocab("chars", ("a", "a"), VERSION)
+    with pytest.raises(ValueError, match=r"front end must be one of \['chars', 'phonemes'\], got 'graphemes'"):
+        TextVocab.for_frontend("graphemes")
+    old_checkpoint = {k: v for k, v in stored.items() if k != "frontend"}  # written before phonemes existed
+    assert TextVocab.from_dict(old_checkpoint) == vocab
+
+
+def test_phonemes_are_espeaks_ipa_stored_and_checked():
+    vocab = TextVocab.for_frontend("phonemes")
+    assert len(vocab) == 56 and vocab.version == "phonemes-espeak-en-us-v1"
+    ids = vocab.encode("Hello there, Zürich!")  # normalised first: the accent goes, as for characters
+    assert vocab.decode(ids) == "həlˈoʊ ðˈɛɹ, zjˈʊɹɪk!" and UNK_ID not in ids
+    assert vocab.encode_many(["a.", "the"]) == [vocab.encode("a."), vocab.encode("the")]  # one espeak pass, same ids
+    assert vocab.decode(vocab.encode("In 1963.")) == "ɪn nˈaɪntiːnhˈʌndɹɪd sˈɪksti θɹˈiː."  # espeak reads digits
+    stored = json.loads(json.dumps(vocab.to_dict()))
+    assert stored["frontend"] == "phonemes" and TextVocab.from_dict(stored) == vocab
+    with pytest.raises(ValueError, match="version 'chars-v1' is not this code's 'phonemes-espeak-en-us-v1'"):
+        TextVocab.from_dict({**stored, "version": "chars-v1"})
+
+
+def test_phonemes_without_espeak_is_a_clear_error(monkeypatch):
+    import sys
+
+    from hybridlm import phonemes
+
+    monkeypatch.setitem(sys.modules, "espeakng_loader", None)  # as if not installed
+    phonemes._backend.cache_clear()
+    try:
+        with pytest.raises(ValueError, match="tts_model.frontend: phonemes needs the packages phonemizer and "
+                                             "espeakng-loader .*or set tts_model.frontend: chars"):
+            TextVocab.for_frontend("phonemes").encode("a word")
+    finally:
+        phonemes._backend.cache_clear()
 
 
 @pytest.mark.skipif(not FULL_METADATA.is_file(), reason="../shared/ljspeech-meta not present")
 def test_full_lj_metadata_has_no_unknown_characters():
     rows = parse_metadata(FULL_METADATA)
     assert len(rows) == 13_100
-    vocab = CharVocab()
-    assert count_unknown(vocab, [r.normalized for r in rows]) == {}
-    lengths = [len(vocab.encode(r.normalized)) for r in rows]
-    assert min(lengths) > 0 and max(lengths) < 200
+    texts = [r.normalized for r in rows]
+    for frontend, longest in (("chars", 200), ("phonemes", 200)):
+        vocab = TextVocab.for_frontend(frontend)
+        assert vocab.unknown_many(texts) == {}, frontend  # every phoneme espeak writes for LJ is in the inventory
+        lengths = [len(ids) for ids in vocab.encode_many(texts)]
+        assert min(lengths) > 0 and max(lengths) < longest, (frontend, max(lengths))

@@ -246,3 +246,22 @@ def test_tts_stages_write_checkpoints_the_gap_a_gallery_and_say_reads(workspace,
                     str(workspace / tts["checkpoints"] / "step-000004.pt"), "--out", str(wav), "--max-seconds", "0.2",
                     capture=True)
     assert "say: " in said.stdout and wav.stat().st_size > 44
+
+
+def test_exp_run_with_phonemes_reruns_only_the_tts_stages_and_say_reads_through_espeak(workspace, tmp_path):
+    """`-S tts_model.frontend=phonemes`: the text-to-speech stages train on espeak-ng IPA, the unconditional run and
+    the sentences stay as they were, and the checkpoint carries the phoneme vocabulary that `say` then uses."""
+    tts = STAGES["train_tts"].options()
+    unconditional = {p.name: p.read_bytes() for p in (workspace / "data/checkpoints").iterdir()}
+    out = run_tool(workspace, "dvc", "exp", "run", "-S", "tts_model.frontend=phonemes", capture=True)
+    ran = {line.split("'")[1] for line in (out.stdout + out.stderr).splitlines() if line.startswith("Running stage")}
+    assert ran == {"train_tts", "evaluate_tts", "render_tts"}, ran
+    assert {p.name: p.read_bytes() for p in (workspace / "data/checkpoints").iterdir()} == unconditional
+    state = load_checkpoint(sorted((workspace / tts["checkpoints"]).iterdir())[-1])
+    assert state["model_config"]["text"]["frontend"] == "phonemes"
+    assert state["text_vocab"]["frontend"] == "phonemes" and "ˈ" in state["text_vocab"]["symbols"]
+    wav = tmp_path / "speech.wav"
+    said = run_tool(workspace, "hybridlm", "say", "In 1963.", "--checkpoint",  # espeak reads the digits
+                    str(sorted((workspace / tts["checkpoints"]).iterdir())[-1]), "--out", str(wav),
+                    "--max-seconds", "0.2", capture=True)
+    assert "say: " in said.stdout and wav.stat().st_size > 44

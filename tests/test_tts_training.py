@@ -111,10 +111,10 @@ def test_dvc_yaml_tts_stages_take_init_from_from_params():
 
 
 def test_prompts_and_checkpoints_refuse_what_cannot_be_read(tmp_path):
-    from hybridlm.text import CharVocab
+    from hybridlm.text import TextVocab
     from hybridlm.training.sentences import checkpoint_vocab, encode_prompt
 
-    vocab = CharVocab()
+    vocab = TextVocab()
     assert vocab.decode(encode_prompt(vocab, "Hello, World.", "say")) == "hello, world."
     with pytest.raises(ValueError, match=r"say: the text is empty \(after normalisation: '\(\)  '\)"):
         encode_prompt(vocab, "()  ", "say")

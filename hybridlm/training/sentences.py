@@ -17,7 +17,7 @@ from hybridlm.data.shards import Chunk
 from hybridlm.delay import DelayPattern
 from hybridlm.model import ModelConfig, TextConfig
 from hybridlm.params import ParamError
-from hybridlm.text import VERSION, CharVocab
+from hybridlm.text import VERSION, TextVocab
 from hybridlm.training.batching import delayed_sequences
 from hybridlm.params import params_hash
 from hybridlm.training.checkpoint import (check_compatible, data_hash, hash_files, list_checkpoints,
@@ -29,9 +29,9 @@ def sentence_pattern(config: ModelConfig) -> DelayPattern:
     return DelayPattern(config.num_codebooks, config.codebook_size, eos=True)
 
 
-def text_vocab(config: ModelConfig) -> CharVocab:
-    """The character vocabulary, checked to fit ``tts_model.vocab_size``."""
-    vocab = CharVocab()
+def text_vocab(config: ModelConfig) -> TextVocab:
+    """The vocabulary of ``tts_model.frontend``, checked to fit ``tts_model.vocab_size``."""
+    vocab = TextVocab.for_frontend(config.text.frontend)
     if len(vocab) > config.text.vocab_size:
         raise ParamError(f"params.yaml: 'tts_model.vocab_size' ({config.text.vocab_size}) is smaller than the text "
                          f"vocabulary ({len(vocab)} ids, {vocab.version})")
@@ -51,7 +51,7 @@ def read_sentences(root: Path, side: str, config: ModelConfig
         raise ValueError(f"{Path(root) / side}: rows without a text column value (first: {missing[0]}); these are not "
                          f"sentence shards (run the sentences stage)")
     vocab = text_vocab(config)
-    return rows, meta, delayed_sequences(rows, sentence_pattern(config)), [vocab.encode(row.text) for row in rows]
+    return rows, meta, delayed_sequences(rows, sentence_pattern(config)), vocab.encode_many([row.text for row in rows])
 
 
 def resolve_init(init_from: Path) -> Path:
@@ -81,15 +81,15 @@ def warm_start(init_from: Path, config: ModelConfig) -> tuple[dict, str]:
     return weights, f"{path} (step {state['step']})"
 
 
-def checkpoint_vocab(state: dict[str, Any], path: Path) -> CharVocab:
+def checkpoint_vocab(state: dict[str, Any], path: Path) -> TextVocab:
     """The text vocabulary stored with a text-to-speech checkpoint; a checkpoint without one is refused."""
     if "text_vocab" not in state or not state["model_config"].get("text", {}).get("layers"):
         raise ValueError(f"{path}: a checkpoint without text conditioning (an unconditional run's?); it cannot "
                          f"read text. Use a checkpoint of the train_tts stage")
-    return CharVocab.from_dict(state["text_vocab"])
+    return TextVocab.from_dict(state["text_vocab"])
 
 
-def encode_prompt(vocab: CharVocab, text: str, where: str) -> list[int]:
+def encode_prompt(vocab: TextVocab, text: str, where: str) -> list[int]:
     """Text ids of a prompt to read aloud; an empty prompt or characters outside the vocabulary are errors naming
     ``where`` and the characters (a model cannot say what it never learned to read)."""
     ids = vocab.encode(text)
@@ -98,6 +98,6 @@ def encode_prompt(vocab: CharVocab, text: str, where: str) -> list[int]:
     unknown = vocab.unknown(text)
     if unknown:
         chars = ", ".join(f"{ch!r} x{n}" for ch, n in sorted(unknown.items()))
-        raise ValueError(f"{where}: characters outside the text vocabulary ({vocab.version}: space, a-z, "
-                         f"' , - . : ; ? !): {chars}; spell them out (numbers as words)")
+        raise ValueError(f"{where}: characters outside the text vocabulary ({vocab.version}: "
+                         f"{''.join(vocab.symbols)!r}): {chars}; spell them out (numbers as words)")
     return ids
