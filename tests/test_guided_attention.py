@@ -50,7 +50,7 @@ def test_in_training_only_the_penalty_moves_queries_and_keys_at_initialisation()
         optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
         train_step(model, optimizer, [rows], 1.0, 1e9, torch.device("cpu"), precision="fp32", pattern=pattern,
                    guided=(weight, 0.2))
-        return float((model.cross_attention["1"].q_proj.weight - before).abs().max())
+        return float((model.cross_attention["1"].q_proj.weight.detach() - before).abs().max())
 
     assert query_update(0.0) == 0.0  # o_proj = 0: the cross-entropy gives q/k no gradient yet
     assert query_update(10.0) > 0.0
