@@ -70,6 +70,12 @@ def test_curves_are_drawn_from_the_history_with_the_overlay_on_request(tmp_path)
     assert (tmp_path / "f/curves/val_loss.png").read_bytes() == (tmp_path / "g/curves/val_loss.png").read_bytes()
     with pytest.raises(ValueError, match="history is empty"):
         write_curves(tmp_path / "e", [], False)
+    # a text-to-speech history: the val loss without the text joins that plot (and only that one)
+    tts = [{**r, "val/ema_loss_no_text": r["val/ema_loss"] + 0.1} if "val/ema_loss" in r else r for r in history()]
+    write_curves(tmp_path / "t" / "curves", tts, reference=False)
+    for name in files:
+        same = (tmp_path / "t/curves" / name).read_bytes() == (tmp_path / "a/curves" / name).read_bytes()
+        assert same == (name != "val_loss.png"), name
 
 
 def build_page(folder: Path, reference: bool) -> Path:

@@ -92,8 +92,8 @@ def _figure(path: Path, title: str, ylabel: str, series: list[tuple[str, list[in
 
 def write_curves(folder: Path, history: list[dict[str, float]], reference: bool) -> list[Curve]:
     """Draw the run's curves from a checkpoint's ``history`` into ``folder`` (PNG, deterministic bytes); with
-    ``reference`` the val plots also show the reference run's published values up to the run's last step. Returns
-    what was drawn."""
+    ``reference`` the val plots also show the reference run's published values up to the run's last step, and a
+    text-to-speech history's val loss is drawn with and without the text. Returns what was drawn."""
     if not history:
         raise ValueError("checkpoint history is empty: no curves to draw")
     folder.mkdir(parents=True, exist_ok=True)
@@ -104,6 +104,7 @@ def write_curves(folder: Path, history: list[dict[str, float]], reference: bool)
     last = max(int(r["step"]) for r in history)
     ref_steps = [s for s in sorted(REFERENCE_EMA_VAL_LOSS) if s <= last] if reference else []
     ref_loss = [REFERENCE_EMA_VAL_LOSS[s] for s in ref_steps]
+    no_text = _series(history, "val/ema_loss_no_text")  # text-to-speech runs: the gap is what the text is worth
     plots = [
         ("train_loss.png", "train loss (cross-entropy per codebook token)", "nats",
          [("train loss", *_series(history, "train/loss"), line)], False),
@@ -111,7 +112,8 @@ def write_curves(folder: Path, history: list[dict[str, float]], reference: bool)
         ("grad_norm.png", "gradient norm (before clipping)", "L2 norm",
          [("grad norm", *_series(history, "train/grad_norm"), line)], True),
         ("val_loss.png", "EMA val loss", "nats",
-         [("this run", *_series(history, "val/ema_loss"), marked)]
+         [("with the text" if no_text[0] else "this run", *_series(history, "val/ema_loss"), marked)]
+         + ([("text dropped", *no_text, {**marked, "linestyle": "--"})] if no_text[0] else [])
          + ([("reference run (published)", ref_steps, ref_loss, published)] if ref_steps else []), False),
         ("val_ppl.png", "EMA val perplexity", "PPL",
          [("this run", *_series(history, "val/ema_ppl"), marked)]
