@@ -3,6 +3,8 @@ queries and keys, which the cross-entropy cannot reach at initialisation (the ou
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -38,7 +40,8 @@ def test_loss_prefers_a_diagonal_reading_and_ignores_rows_without_text():
         guided_attention_loss([], frames, lengths, 0.2, 16)
 
 
-def test_in_training_only_the_penalty_moves_queries_and_keys_at_initialisation():
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])  # bf16: CPU autocast, the stand-in for CUDA's
+def test_in_training_only_the_penalty_moves_queries_and_keys_at_initialisation(precision):
     pattern = DelayPattern(eos=True)
     gen = torch.Generator().manual_seed(0)
     sequences = [pattern.build(torch.randint(0, 1024, (1, 8, n), generator=gen))[0].numpy() for n in (12, 9)]
@@ -48,8 +51,9 @@ def test_in_training_only_the_penalty_moves_queries_and_keys_at_initialisation()
         model = tiny("LA").train()
         before = model.cross_attention["1"].q_proj.weight.detach().clone()
         optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
-        train_step(model, optimizer, [rows], 1.0, 1e9, torch.device("cpu"), precision="fp32", pattern=pattern,
-                   guided=(weight, 0.2))
+        loss, norm = train_step(model, optimizer, [rows], 1.0, 1e9, torch.device("cpu"), precision=precision,
+                                pattern=pattern, guided=(weight, 0.2))
+        assert math.isfinite(loss) and math.isfinite(norm)
         return float((model.cross_attention["1"].q_proj.weight.detach() - before).abs().max())
 
     assert query_update(0.0) == 0.0  # o_proj = 0: the cross-entropy gives q/k no gradient yet
