@@ -87,12 +87,18 @@ def max_param_diff(a: dict, b: dict) -> float:
     return max(float((a[k] - b[k]).abs().max()) for k in a)
 
 
-def test_two_gloo_processes_match_one_process_and_resume_with_another_count(tmp_path):
+def one_and_two_processes(tmp_path: Path, cfg: TrainParams) -> tuple[dict, dict]:
+    """The step-4 states of ``cfg`` trained in this process (store ``tmp_path/one``) and by 2 gloo ranks
+    (``tmp_path/two``)."""
     torch.set_num_threads(1)
-    single = run_train(tmp_path / "one", CFG)
-    mp.spawn(_rank, args=(2, free_port(), tmp_path / "two", CFG), nprocs=2)
-    one = load_checkpoint(single.checkpoints[4])
-    two = load_checkpoint(next((tmp_path / "two").glob("train/*/step-000004.pt")))
+    single = run_train(tmp_path / "one", cfg)
+    mp.spawn(_rank, args=(2, free_port(), tmp_path / "two", cfg), nprocs=2)
+    return (load_checkpoint(single.checkpoints[4]),
+            load_checkpoint(next((tmp_path / "two").glob("train/*/step-000004.pt"))))
+
+
+def test_two_gloo_processes_match_one_process_and_resume_with_another_count(tmp_path):
+    one, two = one_and_two_processes(tmp_path, CFG)
     diff = max_param_diff(one["model"], two["model"])
     print(f"max |param diff| 1 vs 2 processes after 4 steps: {diff:.2e}")
     assert 0 < diff < TOLERANCE  # not bit-identical: the ranks really split the batch
@@ -113,11 +119,7 @@ def test_two_gloo_processes_match_one_process_and_resume_with_another_count(tmp_
 def test_text_to_speech_with_guided_attention_in_two_processes_matches_one_process(tmp_path):
     """The penalty is normalised by the global count of frames with text, as the loss by its global counts; a
     per-rank count would weigh the rank with fewer text frames more. Measured: 1.39e-06 (a per-rank count: 2.25e-02)."""
-    torch.set_num_threads(1)
-    single = run_train(tmp_path / "one", TTS_CFG)
-    mp.spawn(_rank, args=(2, free_port(), tmp_path / "two", TTS_CFG), nprocs=2)
-    one = load_checkpoint(single.checkpoints[4])
-    two = load_checkpoint(next((tmp_path / "two").glob("train/*/step-000004.pt")))
+    one, two = one_and_two_processes(tmp_path, TTS_CFG)
     diff = max_param_diff(one["model"], two["model"])
     print(f"text-to-speech, guided attention: max |param diff| 1 vs 2 processes after 4 steps: {diff:.2e}")
     assert 0 < diff < TOLERANCE
