@@ -212,6 +212,8 @@ def test_resume_is_bit_identical_and_keeps_earlier_checkpoints(tmp_path):
     assert store.checkpoint_path(3).read_bytes() == early
     assert sorted(extended.checkpoints) == [3, 7]
     _same_state(load_checkpoint(full.checkpoints[7]), load_checkpoint(extended.checkpoints[7]))
+    # and the same file: DVC hashes bytes, so equal tensors in another file would re-run everything downstream
+    assert extended.checkpoints[7].read_bytes() == full.checkpoints[7].read_bytes()
     assert [r["step"] for r in records] == list(range(1, 8))  # the logger got the whole history, replayed first
     assert [r["train/loss"] for r in records] == [r["train/loss"] for r in full_records]
     # Lowering steps gives the shorter run's checkpoints, trained from the latest state <= 5, never step 7.
@@ -269,6 +271,26 @@ def test_validate_checkpoints_names_a_corrupt_later_one(tmp_path):
         validate_checkpoints({3: renamed}, model)
     with pytest.raises(ValueError, match="step-000002.pt: incompatible checkpoint \\(other data\\)"):
         validate_checkpoints({2: result.checkpoints[2]}, model, "other-hash")
+
+
+def test_equal_states_give_equal_bytes_however_their_objects_are_shared(tmp_path):
+    """A restored state holds the strings torch.load made, a straight run's the code's literals, shared wherever
+    they occur: pickle's memo works by identity, so without a canonical form the two would be written differently."""
+    def state(name):  # the optimizer-state shape: the same keys in the top dict and in every parameter's dict
+        return {name("step"): 1, "state": {i: {name("step"): torch.zeros(()), name("exp_avg"): torch.ones(2)}
+                                         for i in range(3)}}
+
+    def fresh(text: str) -> str:
+        copy = "".join(list(text))
+        assert copy == text and copy is not text
+        return copy
+
+    save_checkpoint(tmp_path / "built.pt", state(lambda text: text))
+    save_checkpoint(tmp_path / "restored.pt", state(fresh))
+    assert (tmp_path / "built.pt").read_bytes() == (tmp_path / "restored.pt").read_bytes()
+    model = HybridLM(TINY).state_dict()  # an OrderedDict with the _metadata load_state_dict reads: kept
+    save_checkpoint(tmp_path / "model.pt", {"model": model})
+    assert torch.load(tmp_path / "model.pt", weights_only=True)["model"]._metadata == model._metadata
 
 
 def test_checkpoint_loads_with_weights_only(tmp_path):

@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import re
+from collections import OrderedDict
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -44,11 +45,38 @@ def checkpoint_name(step: int) -> str:
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """Write atomically: a killed process leaves the previous file or none, never a truncated one."""
+    """Write atomically (a killed process leaves the previous file or none, never a truncated one) and
+    canonically: equal states give equal bytes, however they were built (see canonical)."""
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         # Through a file object: torch.save(state, <path>) names the zip's inner folder after the (random) temporary
         # file name, so equal states would give different bytes; with a file object the folder is always "archive".
-        torch.save(state, fh)
+        torch.save(canonical(state), fh)
+
+
+def canonical(value: Any, shared: dict | None = None) -> Any:
+    """A copy of ``value`` whose pickle depends only on its values, not on which of its objects are the same object.
+
+    Why: pickle writes an object that it has already written as a back-reference (memo), by identity. A state built
+    in a straight run holds the code's string literals ("step", "exp_avg", ...), the same object wherever they
+    occur; a state restored by torch.load holds the strings the unpickler made, distinct from those literals. So
+    a resumed run's checkpoint spelled "step" out again where a straight run's referred back, and its file
+    differed (hundreds of bytes) though every value was equal. Here every equal string (and bytes) becomes one
+    object and every dict, list and tuple a new one, so sharing is the same whatever built the state. Tensors are
+    kept as they are (torch.save writes each storage once, by storage, not by object); an OrderedDict keeps its
+    attributes (a state dict's ``_metadata``).
+    """
+    shared = {} if shared is None else shared
+    kind = type(value)
+    if kind in (str, bytes):
+        return shared.setdefault((kind, value), value)
+    if kind in (list, tuple):
+        return kind(canonical(v, shared) for v in value)
+    if kind in (dict, OrderedDict):
+        copy = kind((canonical(k, shared), canonical(v, shared)) for k, v in value.items())
+        for name, attribute in vars(value).items() if kind is OrderedDict else ():
+            setattr(copy, name, canonical(attribute, shared))
+        return copy
+    return value
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
