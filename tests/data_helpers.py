@@ -12,7 +12,6 @@ from hybridlm.data.synthetic import FRAME_RATE, synthesize, transcript, write_wa
 from hybridlm.pipeline import read_stages
 from hybridlm.workspace import SOURCE_ROOT
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
 STAGES = read_stages(SOURCE_ROOT / "dvc.yaml")
 
 

@@ -7,25 +7,21 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from data_helpers import SHARED
 
 from hybridlm import asr
 from hybridlm.data.ljspeech import parse_metadata
 from hybridlm.data.synthetic import write_wav_int16
 from hybridlm.stages.render_tts import intelligibility
 
-SAMPLE = SHARED / "ljspeech-sample"
-
-
 def test_scoring_text():
     assert asr.scoring_text('He said, "Twenty-two" (Zürich); don\'t!') == "he said twenty two zurich don't"
 
 
 @pytest.mark.slow  # 28 s of audio at ~3x real time on the loaded 2-core machine
-@pytest.mark.skipif(not (SAMPLE / "metadata.csv").is_file(), reason="../shared/ljspeech-sample absent")
-def test_real_lj_clips_score_in_the_expected_range():
-    rows = parse_metadata(SAMPLE / "metadata.csv")
-    score = asr.score_files([SAMPLE / "wavs" / f"{r.id}.wav" for r in rows], [r.normalized for r in rows])
+def test_real_lj_clips_score_in_the_expected_range(shared):
+    sample = shared("ljspeech-sample")
+    rows = parse_metadata(sample / "metadata.csv")
+    score = asr.score_files([sample / "wavs" / f"{r.id}.wav" for r in rows], [r.normalized for r in rows])
     # ../shared/REFERENCE.md: WER 0.21, CER 0.11 on these four clips with this recipe
     assert 0.12 < score.wer < 0.30 and 0.05 < score.cer < 0.18, score
     assert len(score.hypotheses) == 4 and "exhibition" in score.hypotheses[0]

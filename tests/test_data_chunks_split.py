@@ -10,7 +10,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from data_helpers import SHARED, stage_paths
+from data_helpers import stage_paths
 
 from hybridlm.config import SplitParams
 from hybridlm.data.chunking import ChunkRule, chunk_bounds
@@ -20,7 +20,7 @@ from hybridlm.params import ParamError, parse_section
 from hybridlm.stages import split as split_stage
 
 RULE = ChunkRule.from_seconds(8.0, 2.0, 24_000, 320)
-DURATIONS = SHARED / "ljspeech-meta" / "durations.tsv"
+DURATIONS = "ljspeech-meta/durations.tsv"  # in the shared data
 META = {"codec": "facebook/encodec_24khz", "weights": "random", "bandwidth": 6.0, "num_codebooks": 8,
         "codebook_size": 1024, "frame_rate": 75, "sample_rate": 24_000, "params_hash": "ab" * 32}
 
@@ -59,9 +59,8 @@ def test_pieces_tile_the_clip():
         assert all(end - start <= 600 + 150 for start, end in bounds)
 
 
-@pytest.mark.skipif(not DURATIONS.is_file(), reason="../shared/ljspeech-meta absent")
-def test_chunk_count_on_real_lj_durations_is_the_reference_13290():
-    seconds = [float(line.split("\t")[1]) for line in DURATIONS.read_text().splitlines()]
+def test_chunk_count_on_real_lj_durations_is_the_reference_13290(shared):
+    seconds = [float(line.split("\t")[1]) for line in shared(DURATIONS).read_text().splitlines()]
     assert len(seconds) == 13_100
     assert sum(pieces_by_seconds(s, 8.0, 2.0) for s in seconds) == 13_290
     assert sum(len(chunk_bounds(seconds_to_samples(s), RULE)) for s in seconds) == 13_290  # the stage's frame rule
@@ -154,9 +153,8 @@ def test_split_is_deterministic_and_order_free():
     assert a != val_clips(ids, 0.05, seed=4)
 
 
-@pytest.mark.skipif(not DURATIONS.is_file(), reason="../shared/ljspeech-meta absent")
-def test_split_numbers_on_real_durations():
-    rows = [line.split("\t") for line in DURATIONS.read_text().splitlines()]
+def test_split_numbers_on_real_durations(shared):
+    rows = [line.split("\t") for line in shared(DURATIONS).read_text().splitlines()]
     pieces = {cid: len(chunk_bounds(seconds_to_samples(float(s)), RULE)) for cid, s in rows}
     held_out = val_clips(pieces, 0.05, seed=1234)
     assert len(held_out) == 655

@@ -9,7 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from data_helpers import SHARED, TRICKY_LINES, make_archive, make_lj_folder, stage_paths
+from data_helpers import TRICKY_LINES, make_archive, make_lj_folder, stage_paths
 
 from hybridlm.config import SyntheticParams
 from hybridlm.data import ljspeech
@@ -61,7 +61,6 @@ def test_parser_rejects_non_utf8(tmp_path):
         parse_metadata(path)
 
 
-@pytest.mark.skipif(not (SHARED / "ljspeech-meta" / "metadata.csv").is_file(), reason="../shared/ljspeech-meta absent")
 def test_parser_drops_a_utf8_byte_order_mark(tmp_path):
     path = tmp_path / "metadata.csv"
     path.write_bytes(b"\xef\xbb\xbf" + "\n".join(TRICKY_LINES).encode() + b"\n")
@@ -71,8 +70,9 @@ def test_parser_drops_a_utf8_byte_order_mark(tmp_path):
     assert len(validate_layout(lj)) == 3  # the first wav is found under its real id
 
 
-def test_parser_on_the_real_metadata():
-    rows = parse_metadata(SHARED / "ljspeech-meta" / "metadata.csv")
+def test_parser_on_the_real_metadata(shared):
+    metadata = shared("ljspeech-meta/metadata.csv")
+    rows = parse_metadata(metadata)
     assert len(rows) == 13_100
     assert rows[0].id == "LJ001-0001" and rows[-1].id == "LJ050-0278"
     with_quotes = [r for r in rows if '"' in r.text or '"' in r.normalized]

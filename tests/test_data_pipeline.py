@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import yaml
-from data_helpers import SHARED, STAGES, stage_paths
+from data_helpers import STAGES, stage_paths
 
 from hybridlm.data.ljspeech import parse_metadata
 from hybridlm.data.shards import read_shards
@@ -27,7 +27,6 @@ OVERRIDES = {
     "tokenize": {"weights": "random", "chunk_seconds": 1.0, "min_tail_seconds": 0.4},
     "split": {"val_fraction": 0.25},
 }
-SAMPLE = SHARED / "ljspeech-sample"
 
 
 def test_params_yaml_defaults_are_the_reference_run():
@@ -99,10 +98,9 @@ def test_cli_rejects_bad_params_before_work(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not (SAMPLE / "metadata.csv").is_file(), reason="../shared/ljspeech-sample absent")
-def test_real_sample_clips_through_resample_and_tokenize(tmp_path, monkeypatch):
+def test_real_sample_clips_through_resample_and_tokenize(tmp_path, monkeypatch, shared):
     raw = tmp_path / "data/raw/LJSpeech-1.1"
-    shutil.copytree(SAMPLE, raw)
+    shutil.copytree(shared("ljspeech-sample"), raw)
     monkeypatch.chdir(tmp_path)
     resample_stage.run({"resample": {"on_bad_file": "fail"}}, workers=2, **stage_paths("resample"))
     params = yaml.safe_load((SOURCE_ROOT / "params.yaml").read_text(encoding="utf-8"))

@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 import typer
 import yaml
-from data_helpers import SHARED
 from typer.testing import CliRunner
 
 from hybridlm.cli import app
@@ -239,12 +238,8 @@ def test_parameter_count_table_matches_hybridlm_info(documented_models):
 
 
 # ------------------------------------------------------------------------------------ chunk and split counts
-DURATIONS = SHARED / "ljspeech-meta" / "durations.tsv"
-
-
-@pytest.mark.skipif(not DURATIONS.is_file(), reason="../shared/ljspeech-meta absent")
-def test_chunk_and_split_counts_quoted_match_the_chunking_code():
-    from test_data_chunks_split import seconds_to_samples
+def test_chunk_and_split_counts_quoted_match_the_chunking_code(shared):
+    from test_data_chunks_split import DURATIONS, seconds_to_samples
 
     from hybridlm.data.chunking import ChunkRule, chunk_bounds
     from hybridlm.data.split import val_clips
@@ -252,7 +247,7 @@ def test_chunk_and_split_counts_quoted_match_the_chunking_code():
     params = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
     tok, split = params["tokenize"], params["split"]
     rule = ChunkRule.from_seconds(tok["chunk_seconds"], tok["min_tail_seconds"], 24_000, 320)
-    rows = [line.split("\t") for line in DURATIONS.read_text(encoding="utf-8").splitlines()]
+    rows = [line.split("\t") for line in shared(DURATIONS).read_text(encoding="utf-8").splitlines()]
     pieces = {cid: len(chunk_bounds(seconds_to_samples(float(s)), rule)) for cid, s in rows}
     held_out = val_clips(pieces, split["val_fraction"], seed=split["seed"])
     val = sum(pieces[c] for c in held_out)

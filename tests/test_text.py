@@ -4,14 +4,12 @@ metadata under both front ends."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
 from hybridlm.data.ljspeech import parse_metadata
 from hybridlm.text import PAD_ID, UNK_ID, VERSION, TextVocab, normalize
 
-FULL_METADATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "ljspeech-meta" / "metadata.csv"
 
 
 @pytest.mark.parametrize("raw, expected", [
@@ -90,9 +88,8 @@ def test_phonemes_without_espeak_is_a_clear_error(monkeypatch):
         phonemes._backend.cache_clear()
 
 
-@pytest.mark.skipif(not FULL_METADATA.is_file(), reason="../shared/ljspeech-meta not present")
-def test_full_lj_metadata_has_no_unknown_characters():
-    rows = parse_metadata(FULL_METADATA)
+def test_full_lj_metadata_has_no_unknown_characters(shared):
+    rows = parse_metadata(shared("ljspeech-meta/metadata.csv"))
     assert len(rows) == 13_100
     texts = [r.normalized for r in rows]
     for frontend, longest in (("chars", 200), ("phonemes", 200)):
