@@ -6,12 +6,13 @@ the resumable cache of hybridlm.data.ljspeech, outside DVC's outputs.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from hybridlm.atomic import atomic_dir
 from hybridlm.config import section
-from hybridlm.data.ljspeech import (copy_lj_folder, download, extract_lj_archive, resolve_source, validate_layout,
-                                    verify_sha256)
+from hybridlm.data.ljspeech import (copy_lj_folder, download, empty_transcript_warning, extract_lj_archive,
+                                    resolve_source, validate_layout, verify_sha256)
 from hybridlm.data.synthetic import generate_corpus
 
 def run(params: dict, *, out: Path) -> None:
@@ -31,4 +32,6 @@ def run(params: dict, *, out: Path) -> None:
             extract_lj_archive(archive, tmp)
         rows = validate_layout(tmp)
     print(f"download: {len(rows)} clips from {source.kind} source -> {out}")
+    if warning := empty_transcript_warning(rows):
+        print(f"download: warning: {warning}", file=sys.stderr)
 

@@ -81,7 +81,7 @@ def test_parser_on_the_real_metadata(shared):
     assert any(any(ord(ch) > 127 and ch != "£" for ch in r.text) for r in rows)
     # round trip: rebuilding the lines gives back the file byte for byte
     rebuilt = "".join(f"{r.id}|{r.text}|{r.normalized}\n" for r in rows).encode("utf-8")
-    assert rebuilt == (SHARED / "ljspeech-meta" / "metadata.csv").read_bytes()
+    assert rebuilt == metadata.read_bytes()
 
 
 # ----------------------------------------------------------------------------------------------------- sources
@@ -114,6 +114,22 @@ def test_download_stage_from_local_tar_bz2(tmp_path, monkeypatch):
     assert [r.text for r in validate_layout(OUT)] == [line.split("|")[1] for line in TRICKY_LINES]
     assert [p.name for p in Path("data/raw").iterdir()] == ["LJSpeech-1.1"]  # no temp leftovers
     assert archive.is_file()
+
+
+def test_download_warns_of_empty_transcripts_that_the_sentences_stage_will_refuse(tmp_path, monkeypatch, capsys):
+    """An `id||` line passes download, resample, tokenize and split (the unconditional path needs no text): say so
+    at download, with the count and the first ids, rather than only when the sentences stage stops."""
+    empty = [f"LJ900-{i:04d}||" for i in range(1, 8)]
+    make_lj_folder(tmp_path / "src", lines=[TRICKY_LINES[0], *empty, "LJ900-0009| | "])
+    monkeypatch.chdir(tmp_path)
+    download_stage.run(params_for(str(tmp_path / "src")), **stage_paths("download"))
+    assert len(validate_layout(OUT)) == 9  # downloaded all the same
+    err = capsys.readouterr().err
+    assert ("download: warning: 8 clips have an empty transcript (LJ900-0001, LJ900-0002, LJ900-0003, LJ900-0004, "
+            "LJ900-0005, ...); the sentences stage will refuse them") in err, err
+    make_lj_folder(tmp_path / "clean")
+    download_stage.run(params_for(str(tmp_path / "clean")), **stage_paths("download"))
+    assert "empty transcript" not in capsys.readouterr().err
 
 
 def test_download_stage_from_folder_and_tar_gz(tmp_path, monkeypatch):

@@ -47,8 +47,10 @@ def test_build_sentences_texts_and_too_long():
     assert [r.clip_id for r in skipped.rows] == ["b"] and skipped.too_long == ["a"]
     with pytest.raises(ValueError, match="src: 1 clip\\(s\\) have no line in metadata.csv, e.g. b"):
         build_sentences(chunks, {"a": "x"}, 1014, "fail", "src")
-    with pytest.raises(ValueError, match="clip b has an empty transcript"):
+    with pytest.raises(ValueError, match="src: clip b has an empty transcript after normalisation \\(metadata.csv: "):
         build_sentences(chunks, {**texts, "b": ' "" '}, 1014, "fail", "src")
+    with pytest.raises(ValueError, match="src: clip b has an empty transcript in metadata.csv"):
+        build_sentences(chunks, {**texts, "b": ""}, 1014, "fail", "src")
 
 
 def lay_out(root: Path) -> None:
@@ -90,6 +92,13 @@ def test_stage_writes_sentence_shards_on_the_split_sides(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="clip LJ001-0004 has 1100 frames, more than sentences.max_frames"):
         sentences_stage.run({"sentences": {**params["sentences"], "on_too_long": "fail"}},
                             **stage_paths("sentences"))
+    # an `id||` line (download warned of it): refused naming the clip, the previous output left as it was
+    metadata = tmp_path / "data/raw/LJSpeech-1.1/metadata.csv"
+    metadata.write_text(metadata.read_text(encoding="utf-8").replace(
+        "LJ001-0002|£5 in 1963|five pounds in nineteen sixty-three", "LJ001-0002||"), encoding="utf-8")
+    with pytest.raises(ValueError, match="data/split/train: clip LJ001-0002 has an empty transcript in metadata.csv"):
+        sentences_stage.run(params, **stage_paths("sentences"))
+    assert (tmp_path / "data/sentences/train/shard-00000.parquet").read_bytes() == first
 
 
 def test_unknown_characters_are_counted(tmp_path, monkeypatch):

@@ -83,6 +83,18 @@ def parse_metadata(path: Path, shown_as: str | None = None) -> list[Utterance]:
     return rows
 
 
+def empty_transcript_warning(rows: list[Utterance]) -> str | None:
+    """A warning naming the clips whose normalized transcript is blank (an ``id||`` line), or None.
+
+    Why at download: download, resample, tokenize and split do not read the text, so such a clip goes all the way
+    to the sentences stage, which refuses it; the unconditional run can use it, so this warns rather than fails."""
+    empty = [row.id for row in rows if not row.normalized.strip()]
+    if not empty:
+        return None
+    shown = ", ".join(empty[:5]) + (", ..." if len(empty) > 5 else "")
+    return f"{len(empty)} clips have an empty transcript ({shown}); the sentences stage will refuse them"
+
+
 def validate_layout(root: Path, shown_as: str | None = None) -> list[Utterance]:
     """Check ``root`` is an LJ Speech folder (metadata.csv + wavs/<id>.wav for every line); return the metadata.
     Errors name the folder as ``shown_as`` (default: ``root``)."""

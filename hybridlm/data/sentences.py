@@ -68,8 +68,12 @@ def build_sentences(chunks: Iterable[Chunk], transcripts: dict[str, str], max_fr
             too_long.append(clip_id)
             continue
         text = normalize(transcripts[clip_id])
+        if not transcripts[clip_id].strip():
+            raise ValueError(f"{source}: clip {clip_id} has an empty transcript in metadata.csv (download warned "
+                             f"of it): write its text there, or leave the clip out of the corpus")
         if not text:
-            raise ValueError(f"{source}: clip {clip_id} has an empty transcript after normalisation")
+            raise ValueError(f"{source}: clip {clip_id} has an empty transcript after normalisation "
+                             f"(metadata.csv: {transcripts[clip_id]!r})")
         rows.append(Chunk(clip_id, 0, codes, text))
     counts: dict[str, int] = {}
     for chunk in chunks:
