@@ -197,7 +197,7 @@ def render_tts(
 
 @app.command()
 def say(
-    text: str = typer.Argument(..., help="What to say (characters of the text vocabulary; numbers as words)."),
+    text: str = typer.Argument(..., help="What to say (numbers, money, years: spelled out as LJ Speech reads them)."),
     checkpoint: Path = typer.Option(..., help="A checkpoint of the train_tts stage (step-NNNNNN.pt)."),
     out: Path = typer.Option(Path("speech.wav"), help="WAV file to write."),
     cfg_scale: float = typer.Option(3.0, help="Classifier-free guidance scale (1 = plain conditional sampling)."),

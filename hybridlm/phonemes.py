@@ -6,6 +6,10 @@ it the pronunciation. Why espeak-ng through phonemizer: the standard front end o
 and the ``espeakng-loader`` wheel ships the espeak-ng library *and* its data, so nothing is installed from the
 system or downloaded. Deterministic: the same text gives the same phonemes.
 
+Abbreviations that LJ's transcripts keep ("Mr.", "Dr.", "St.") reach espeak as the words the reader says
+(hybridlm.spelling.expand_abbreviations): espeak pronounces "dr." right but reads its period as the end of a sentence,
+a pause the speaker never makes.
+
 Output keeps stress (ˈ ˌ) and length (ː) marks and the prosody punctuation ``, . ; : ? !``; espeak drops
 ``'`` and ``-``. hybridlm.text maps each code point to an id (``tts_model.frontend: phonemes``).
 """
@@ -15,6 +19,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from functools import lru_cache
+
+from hybridlm.spelling import expand_abbreviations
 
 LANGUAGE = "en-us"
 
@@ -40,6 +46,6 @@ def phonemize(texts: Sequence[str]) -> list[str]:
 
     Batched on purpose: a call costs espeak's start-up, so a training set (13,100 LJ sentences: about 6 s) is
     phonemised in one call, not one per sentence."""
-    if not texts:
-        return []
-    return [" ".join(p.split()) for p in _backend().phonemize(list(texts), strip=True)]
+    spoken = [expand_abbreviations(text) for text in texts if text]  # phonemizer drops empty lines: keep them out
+    ipa = iter(_backend().phonemize(spoken, strip=True) if spoken else [])
+    return [" ".join(next(ipa).split()) if text else "" for text in texts]

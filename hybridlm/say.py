@@ -3,8 +3,10 @@ checkpoint, outside the pipeline.
 
 Why a separate command: the gallery reads fixed prompts; a user wants to type their own. It uses the checkpoint's own
 model config and text vocabulary (no params.yaml needed) and the codec its shards were made with; the WAV is
-written atomically. Errors name what is wrong: an empty text, characters outside the vocabulary, a checkpoint
-without text conditioning.
+written atomically. The text is normalised as the training transcripts were (hybridlm.text.normalize: "1963" ->
+"nineteen sixty-three", "$5" -> "five dollars"). Errors name what is wrong: a text with nothing to read after
+normalisation (the message shows the normalised text), characters outside the vocabulary, a checkpoint without
+text conditioning.
 """
 
 from __future__ import annotations

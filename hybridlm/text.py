@@ -1,7 +1,13 @@
 """Text front end for text-conditioned speech: transcript normalisation, then characters or phonemes, as ids.
 
-Input is LJ Speech's *normalized* transcription (metadata field 3: numbers, abbreviations and currency already
-spelled out). What is left to decide, and why:
+Input is LJ Speech's *normalized* transcription (metadata field 3: numbers and currency already spelled out) or any
+text to read aloud (a `say` prompt, a gallery prompt). What is decided, and why:
+
+- **Numbers, money, ``&`` and ``%`` spelled out as field 3 spells them** ("1963" -> "nineteen sixty-three", "$5" ->
+  "five dollars": hybridlm.spelling), so that a typed prompt reaches either front end in the form the model was
+  trained on. Each of these rules needs a character outside the vocabulary (a digit, ``$ £ & %``), so text the
+  vocabulary already covers — every field-3 line, the synthetic corpus — is unchanged, and so is ``VERSION``: a
+  checkpoint trained before reads every such text the same.
 
 - **Lower case.** Case does not change how a sentence is read (LJ's field 3 spells acronyms as words or with
   periods, e.g. "F.B.I."), so upper and lower case would only split each letter's training examples in two.
@@ -24,7 +30,7 @@ Two front ends (``tts_model.frontend``) turn the normalised text into *units*, o
 
 The vocabularies are *fixed* (not built from a corpus), so every corpus — LJ Speech, the synthetic one, a user's
 ``say`` prompt — maps the same unit to the same id, and a checkpoint stores its vocabulary (``to_dict``) with the
-version of these rules. Any other unit (a digit, ``&``, a non-Latin letter) maps to the unknown id and is counted
+version of these rules. Any other unit (``#``, ``€``, a non-Latin letter) maps to the unknown id and is counted
 (:meth:`TextVocab.unknown`), never silently dropped. On the full LJ Speech 1.1 metadata.csv the count is 0 for
 both front ends.
 """
@@ -38,6 +44,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from hybridlm.spelling import spell_out
+
 VERSION = "chars-v1"  # names the normalisation rules + character inventory; bump it when either changes
 PAD_ID = 0
 UNK_ID = 1
@@ -47,7 +55,7 @@ SYMBOLS = (" ", *"abcdefghijklmnopqrstuvwxyz", *PUNCTUATION)
 PHONEME_SYMBOLS = tuple(" !,.:;?abdefhijklmnoprstuvwxzæðŋɐɑɔəɚɛɜɡɪɹɾʃʊʌʒʔˈˌː\u0329θᵻ")
 FRONTENDS = {  # front end -> (version: normalisation + unit rules + inventory, symbols)
     "chars": (VERSION, SYMBOLS),
-    "phonemes": ("phonemes-espeak-en-us-v1", PHONEME_SYMBOLS),
+    "phonemes": ("phonemes-espeak-en-us-v2", PHONEME_SYMBOLS),  # v2: abbreviations as words
 }
 
 _TRANSLATE = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201c": None, "\u201d": None, "\u2013": "-",
@@ -57,7 +65,7 @@ _SPACES = re.compile(r"\s+")
 
 def normalize(text: str) -> str:
     """The transcript as the model reads it (rules in the module docstring); idempotent."""
-    decomposed = unicodedata.normalize("NFKD", text)
+    decomposed = unicodedata.normalize("NFKD", spell_out(text))
     stripped = "".join(ch for ch in decomposed if not unicodedata.combining(ch))
     return _SPACES.sub(" ", stripped.translate(_TRANSLATE).lower()).strip()
 

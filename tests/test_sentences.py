@@ -66,7 +66,7 @@ def lay_out(root: Path) -> None:
         "LJ001-0001|Printing, in the only sense|Printing, in the only sense\n"
         "LJ001-0002|£5 in 1963|five pounds in nineteen sixty-three\n"
         "LJ001-0003|Café (Besançon)|Café (Besançon)\n"
-        "LJ001-0004|Too long & more|Too long & more\n", encoding="utf-8")
+        "LJ001-0004|Too long # more|Too long # more\n", encoding="utf-8")
 
 
 def test_stage_writes_sentence_shards_on_the_split_sides(tmp_path, monkeypatch):
@@ -107,7 +107,7 @@ def test_unknown_characters_are_counted(tmp_path, monkeypatch):
     sentences_stage.run({"sentences": {"max_frames": 1200, "on_too_long": "fail", "shard_rows": 5}},
                         **stage_paths("sentences"))
     metrics = json.loads((tmp_path / "metrics/sentences.json").read_text())
-    assert metrics["train"]["unknown_chars"] == {"&": 1} and metrics["train"]["skipped_ids"] == []
+    assert metrics["train"]["unknown_chars"] == {"#": 1} and metrics["train"]["skipped_ids"] == []
 
 
 @pytest.mark.parametrize("raw, key", [({"max_frames": 0}, "sentences.max_frames"),

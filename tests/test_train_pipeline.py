@@ -261,7 +261,7 @@ def test_exp_run_with_phonemes_reruns_only_the_tts_stages_and_say_reads_through_
     assert state["model_config"]["text"]["frontend"] == "phonemes"
     assert state["text_vocab"]["frontend"] == "phonemes" and "ˈ" in state["text_vocab"]["symbols"]
     wav = tmp_path / "speech.wav"
-    said = run_tool(workspace, "hybridlm", "say", "In 1963.", "--checkpoint",  # espeak reads the digits
+    said = run_tool(workspace, "hybridlm", "say", "In 1963.", "--checkpoint",  # spelled out before espeak
                     str(sorted((workspace / tts["checkpoints"]).iterdir())[-1]), "--out", str(wav),
                     "--max-seconds", "0.2", capture=True)
     assert "say: " in said.stdout and wav.stat().st_size > 44

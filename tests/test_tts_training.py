@@ -116,11 +116,16 @@ def test_prompts_and_checkpoints_refuse_what_cannot_be_read(tmp_path):
 
     vocab = TextVocab()
     assert vocab.decode(encode_prompt(vocab, "Hello, World.", "say")) == "hello, world."
-    with pytest.raises(ValueError, match=r"say: the text is empty \(after normalisation: '\(\)  '\)"):
+    assert vocab.decode(encode_prompt(vocab, "Room 11 & more", "say")) == "room eleven and more"
+    with pytest.raises(ValueError, match=r"say: the text '\(\)  ' has nothing to read: after normalisation it is ''$"):
         encode_prompt(vocab, "()  ", "say")
-    with pytest.raises(ValueError, match=r"tts_render.texts\[1\]: characters outside the text vocabulary .*'&' x1, "
-                                         r"'1' x2; spell them out"):
-        encode_prompt(vocab, "Room 11 & more", "tts_render.texts[1]")
+    phonemes = TextVocab.for_frontend("phonemes")  # normalised text that espeak does not voice: shown as it is
+    with pytest.raises(ValueError, match=r"say: the text '\(-\)' has nothing to read: after normalisation it is "
+                                         r"'-', which has no phonemes"):
+        encode_prompt(phonemes, "(-)", "say")
+    with pytest.raises(ValueError, match=r"tts_render.texts\[1\]: characters outside the text vocabulary .*'#' x1, "
+                                         r"'€' x2; spell them out as words"):
+        encode_prompt(vocab, "Room #11 €€", "tts_render.texts[1]")
     plain = {"model_config": dataclasses.asdict(DECODER)}
     with pytest.raises(ValueError, match="uncond.pt: a checkpoint without text conditioning"):
         checkpoint_vocab(plain, Path("uncond.pt"))

@@ -17,7 +17,7 @@ from hybridlm.data.shards import Chunk
 from hybridlm.delay import DelayPattern
 from hybridlm.model import ModelConfig, TextConfig
 from hybridlm.params import ParamError
-from hybridlm.text import VERSION, TextVocab
+from hybridlm.text import VERSION, TextVocab, normalize
 from hybridlm.training.batching import delayed_sequences
 from hybridlm.params import params_hash
 from hybridlm.training.checkpoint import (check_compatible, data_hash, hash_files, list_checkpoints,
@@ -94,10 +94,12 @@ def encode_prompt(vocab: TextVocab, text: str, where: str) -> list[int]:
     ``where`` and the characters (a model cannot say what it never learned to read)."""
     ids = vocab.encode(text)
     if not ids:
-        raise ValueError(f"{where}: the text is empty (after normalisation: {text!r})")
+        normalized = normalize(text)  # empty, or (phonemes) only marks that espeak does not voice
+        raise ValueError(f"{where}: the text {text!r} has nothing to read: after normalisation it is {normalized!r}"
+                         + (f", which has no {vocab.frontend}" if normalized else ""))
     unknown = vocab.unknown(text)
     if unknown:
         chars = ", ".join(f"{ch!r} x{n}" for ch, n in sorted(unknown.items()))
         raise ValueError(f"{where}: characters outside the text vocabulary ({vocab.version}: "
-                         f"{''.join(vocab.symbols)!r}): {chars}; spell them out (numbers as words)")
+                         f"{''.join(vocab.symbols)!r}): {chars}; spell them out as words")
     return ids
