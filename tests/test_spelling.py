@@ -1,12 +1,11 @@
 """Numbers, money and abbreviations as LJ Speech's normalised transcripts read them (hybridlm.spelling), through
-both front ends; agreement with the full LJ metadata where ../shared has it."""
+both front ends; agreement with the full LJ metadata from the shared data (skipped without it)."""
 
 from __future__ import annotations
 
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -14,10 +13,6 @@ from hybridlm.data.ljspeech import parse_metadata
 from hybridlm.data.synthetic import TRAPS
 from hybridlm.spelling import expand_abbreviations, spell_out
 from hybridlm.text import UNK_ID, TextVocab, normalize
-
-# Local guard until the shared-data fixture is on main: skipped cleanly in a clone without ../shared.
-FULL_METADATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "ljspeech-meta" / "metadata.csv"
-
 
 @pytest.mark.parametrize("raw, lj", [  # field 2 -> field 3 of real LJ lines (shortened), then rules LJ never needs
     ("as early as 1790 by Mr. Blackburn", "as early as seventeen ninety by Mr. Blackburn"),
@@ -84,9 +79,8 @@ def test_text_without_digits_never_imports_the_number_speller():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-@pytest.mark.skipif(not FULL_METADATA.is_file(), reason="../shared/ljspeech-meta absent")
-def test_agreement_with_the_full_lj_metadata():
-    rows = parse_metadata(FULL_METADATA)
+def test_agreement_with_the_full_lj_metadata(shared):
+    rows = parse_metadata(shared("ljspeech-meta/metadata.csv"))
     assert len(rows) == 13_100
     # Field 3 is what the models train on: the spelling must leave every line of it as it is.
     assert [row.normalized for row in rows if spell_out(row.normalized) != row.normalized] == []
