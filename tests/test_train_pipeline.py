@@ -4,8 +4,10 @@ train.steps=12` extending the run with the earlier checkpoints byte-identical. O
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import os
 import shutil
 import signal
 import subprocess
@@ -16,7 +18,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-import torch
 import yaml
 
 from typer.testing import CliRunner
@@ -31,6 +32,7 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 import check_gallery  # noqa: E402
+from test_reproducible import TIMING, out_hashes  # noqa: E402
 
 STAGES = read_stages(ROOT / "dvc.yaml")
 
@@ -117,30 +119,45 @@ def test_gallery_loads_in_headless_chromium(workspace, tmp_path):
     assert (tmp_path / "shot.png").stat().st_size > 10_000
 
 
-def test_sigkill_mid_run_then_rerun_equals_uninterrupted(workspace, tmp_path):
-    """Train the same 8 steps outside DVC with a fresh store, SIGKILL it after its first periodic state, re-run:
-    the result must equal the DVC run's step-8 checkpoint bit for bit."""
-    shutil.copytree(workspace / "data/split", tmp_path / "data/split")
-    shutil.copy(workspace / "params.yaml", tmp_path / "params.yaml")
-    env = {**tool_env(), "HYBRIDLM_CACHE": str(tmp_path / "cache")}
-    cmd = [str(Path(sys.executable).parent / "hybridlm"), *STAGES["train"].argv[1:]]
-    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while not list((tmp_path / "cache").glob("train/*/resume-*.pt")) and proc.poll() is None:
-        assert time.monotonic() < deadline, "no periodic state appeared"
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert not (tmp_path / "data/checkpoints").exists()  # killed before it finished
-    rerun = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True)
-    assert rerun.returncode == 0, rerun.stderr
-    assert "train: resuming from step" in rerun.stderr
-    ours = load_checkpoint(tmp_path / "data/checkpoints/step-000008.pt")
-    reference = load_checkpoint(workspace / "data/checkpoints/step-000008.pt")
-    for part in ("model",):
-        assert all(torch.equal(ours[part][k], reference[part][k]) for k in reference[part])
-    assert all(torch.equal(ours["ema"]["shadow"][k], reference["ema"]["shadow"][k]) for k in reference["ema"]["shadow"])
-    assert [r["train/loss"] for r in ours["history"]] == [r["train/loss"] for r in reference["history"]]
+def file_hashes(folder: Path) -> dict[str, str]:
+    """``{relative path: sha256}`` of every file under ``folder``."""
+    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_sigkill_during_repro_then_repro_equals_uninterrupted(workspace, tmp_path):
+    """In a copy of the workspace with an empty resume store, for train and then train_tts: `dvc repro -f -s` is
+    SIGKILLed (dvc and the stage: its process group) once the run has stored its first state, then `dvc repro -s`
+    (no run-cache: the stage must really run) resumes. Every file of the stage's outputs and every out hash in
+    dvc.lock, except the timing file's (wall-clock on purpose), must equal the uninterrupted run's, so nothing
+    downstream is stale: equal tensors in different files would re-run evaluate, render and the TTS stages."""
+    copy = tmp_path / "ws"
+    shutil.copytree(workspace, copy, symlinks=True)
+    cache = tmp_path / "cache"
+    env = {**tool_env(), "HYBRIDLM_CACHE": str(cache)}
+    for stage in ("train", "train_tts"):
+        stored = set(cache.glob("train/*/*.pt"))
+        proc = subprocess.Popen(["dvc", "repro", "-f", "-s", stage], cwd=copy, env=env, start_new_session=True,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 120
+        while not set(cache.glob("train/*/*.pt")) - stored:
+            assert proc.poll() is None and time.monotonic() < deadline, f"{stage}: no state stored before the end"
+            time.sleep(0.01)
+        os.killpg(proc.pid, signal.SIGKILL)
+        assert proc.wait() == -signal.SIGKILL, f"{stage}: the run had finished before the kill"
+        rerun = subprocess.run(["dvc", "repro", "--no-run-cache", "-s", stage], cwd=copy, env=env,
+                               capture_output=True, text=True)
+        assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+        assert "train: resuming from step" in rerun.stderr, rerun.stderr
+        ours, reference = out_hashes(copy), out_hashes(workspace)
+        outs = [key for key in reference if key.startswith(f"{stage}:") and TIMING not in key]
+        assert len(outs) == 3  # checkpoints, the DVCLive folder, the metrics file
+        assert {k: ours[k] for k in outs} == {k: reference[k] for k in outs}
+        for out in outs:
+            path = out.split(":", 1)[1]
+            if (workspace / path).is_dir():
+                assert file_hashes(copy / path) == file_hashes(workspace / path), path
+    assert "up to date" in run_tool(copy, "dvc", "status", capture=True).stdout  # evaluate, render, ...: not stale
 
 
 def test_bad_inputs_give_clear_errors(workspace, tmp_path, monkeypatch):
