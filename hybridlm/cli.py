@@ -105,6 +105,17 @@ def sentences(
 
 
 @app.command()
+def align(
+    params: Path = PARAMS,
+    sentences: Path = _path("Sentence shards folder ({train,val}/) to align."),
+    out: Path = _path("Folder to write {train,val}.jsonl (frames per text id of every sentence) to."),
+    metrics: Path = _path("JSON metrics to write (rounds, frames per id; on the synthetic corpus its accuracy)."),
+) -> None:
+    """Flat-start Viterbi alignment of every sentence's codes to its text ids (fit on train)."""
+    _run("align", params, {"sentences": sentences, "out": out, "metrics": metrics})
+
+
+@app.command()
 def train(
     params: Path = PARAMS,
     split: Path = _path("Split folder ({train,val}/ shards) to read."),

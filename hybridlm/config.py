@@ -124,6 +124,16 @@ class SentencesParams:
     shard_rows: int = field(default=2000, metadata={"min": 1})
 
 
+@dataclass(frozen=True)
+class AlignParams:
+    """``align``: the flat-start Viterbi aligner (hybridlm/data/aligner.py) that gives the text-to-speech model its
+    frames per text id."""
+
+    codebooks: int = field(default=3, metadata={"min": 1})  # codebooks 0..codebooks-1 make each id's emissions
+    smoothing: float = field(default=0.1, metadata={"gt": 0.0})  # add-k counts of each id's code categoricals
+    max_rounds: int = field(default=10, metadata={"min": 1})  # Viterbi + refit rounds, if paths keep changing
+
+
 # ------------------------------------------------------------------------------------------------------------ training
 @dataclass(frozen=True)
 class TrainParams:
@@ -245,6 +255,7 @@ SECTIONS: dict[str, type | str] = {
     "tokenize": TokenizeParams,
     "split": SplitParams,
     "sentences": SentencesParams,
+    "align": AlignParams,
     "model": "hybridlm.model:ModelConfig",
     "train": TrainParams,
     "evaluate": EvaluateParams,
