@@ -125,7 +125,7 @@ def test_download_warns_of_empty_transcripts_that_the_sentences_stage_will_refus
     download_stage.run(params_for(str(tmp_path / "src")), **stage_paths("download"))
     assert len(validate_layout(OUT)) == 9  # downloaded all the same
     err = capsys.readouterr().err
-    assert ("download: warning: 8 clips have an empty transcript (LJ900-0001, LJ900-0002, LJ900-0003, LJ900-0004, "
+    assert ("download: warning: 8 clip(s) have an empty transcript (LJ900-0001, LJ900-0002, LJ900-0003, LJ900-0004, "
             "LJ900-0005, ...); the sentences stage will refuse them") in err, err
     make_lj_folder(tmp_path / "clean")
     download_stage.run(params_for(str(tmp_path / "clean")), **stage_paths("download"))

@@ -92,7 +92,7 @@ def empty_transcript_warning(rows: list[Utterance]) -> str | None:
     if not empty:
         return None
     shown = ", ".join(empty[:5]) + (", ..." if len(empty) > 5 else "")
-    return f"{len(empty)} clips have an empty transcript ({shown}); the sentences stage will refuse them"
+    return f"{len(empty)} clip(s) have an empty transcript ({shown}); the sentences stage will refuse them"
 
 
 def validate_layout(root: Path, shown_as: str | None = None) -> list[Utterance]:
