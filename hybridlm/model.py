@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass, field, fields
-from typing import Literal
+from dataclasses import dataclass, field
+from typing import Annotated, Literal
 
 import torch
 import torch.nn.functional as F
@@ -32,7 +32,9 @@ from torch import nn
 
 from hybridlm.delay import NUM_SPECIAL, DelayPattern
 from hybridlm.ops.gated_delta import gated_delta_rule
-from hybridlm.params import ParamError, check_limits, parse_section
+from pydantic import Field, model_validator
+
+from hybridlm.params import Bool, Float, Int, ParamError, Str, params_section, parse_section
 
 NORM_EPS = 1e-6  # block and QK RMSNorms
 GDN_NORM_EPS = 1e-5  # per-head gated output norm of the GDN layers
@@ -48,47 +50,54 @@ TEXT_PAD_ID = 0  # text id 0 pads a batch of texts; a row of pads only = no text
 TEXT_PARTS = ("text_encoder.", "cross_attention.")  # state-dict prefixes of the text-conditioning weights
 
 
-@dataclass(frozen=True)
+@params_section("tts_model")
 class TextConfig:
     """Text conditioning (params.yaml ``tts_model:``, ``ModelConfig.text``). ``layers: 0`` = none: the model is
-    then the unconditional model, parameter for parameter."""
+    then the unconditional model, parameter for parameter (:data:`NO_TEXT`, the ``model:`` default)."""
 
-    layers: int = field(default=0, metadata={"min": 0})  # text encoder blocks; 0 = no text conditioning
-    d_model: int = field(default=256, metadata={"min": 1})  # text encoder width
-    n_heads: int = field(default=4, metadata={"min": 1})  # text encoder self-attention heads
-    d_ff: int = field(default=1024, metadata={"min": 1})
-    vocab_size: int = field(default=64, metadata={"min": 3})  # text ids < this (pad 0, unk 1, characters)
-    cross_heads: int = field(default=1, metadata={"min": 1})  # heads of each decoder cross-attention
+    layers: Annotated[Int, Field(ge=0)] = 4  # text encoder blocks; 0 = no text conditioning
+    d_model: Annotated[Int, Field(ge=1)] = 256  # text encoder width
+    n_heads: Annotated[Int, Field(ge=1)] = 4  # text encoder self-attention heads
+    d_ff: Annotated[Int, Field(ge=1)] = 1024
+    vocab_size: Annotated[Int, Field(ge=3)] = 64  # text ids < this (pad 0, unk 1, characters)
+    cross_heads: Annotated[Int, Field(ge=1)] = 1  # heads of each decoder cross-attention
     frontend: Literal["chars", "phonemes"] = "chars"  # text units: characters, or espeak-ng IPA (hybridlm.text)
     # Decoder layers (0-based) followed by a cross-attention into the text; null = the attention (A) layers.
-    cross_attention_layers: list[int] | None = field(default=None, metadata={"min": 0})
+    cross_attention_layers: list[Annotated[Int, Field(ge=0)]] | None = None
+
+    @model_validator(mode="after")
+    def _heads(self) -> TextConfig:
+        if self.d_model % self.n_heads:
+            raise ParamError(f"params.yaml: 'tts_model.d_model' ({self.d_model}) must be divisible by "
+                             f"'tts_model.n_heads' ({self.n_heads})")
+        return self
 
 
-@dataclass(frozen=True)
+NO_TEXT = TextConfig(layers=0)  # the unconditional model's text section (checkpoints store it as it is)
+
+
+@params_section("model")
 class ModelConfig:
-    """params.yaml ``model:``. Field limits live in the metadata; cross-field rules in ``__post_init__``."""
+    """params.yaml ``model:``. Field limits live in the types; rules between keys in ``_check``."""
 
-    schedule: str = "LLLALLLA"  # one letter per layer: L = Gated DeltaNet, A = attention
-    d_model: int = field(default=384, metadata={"min": 1})
-    d_ff: int = field(default=1024, metadata={"min": 1})
-    n_heads: int = field(default=6, metadata={"min": 1})  # attention query heads; also the GDN head count
-    n_kv_heads: int = field(default=2, metadata={"min": 1})
-    gdn_key_dim: int = field(default=48, metadata={"min": 1})
-    gdn_value_dim: int = field(default=96, metadata={"min": 1})
-    gdn_conv_size: int = field(default=4, metadata={"min": 1})
-    gdn_neg_eigval: bool = True  # beta in (0, 2) instead of (0, 1): lets the state transition flip signs
+    schedule: Str = "LLLALLLA"  # one letter per layer: L = Gated DeltaNet, A = attention
+    d_model: Annotated[Int, Field(ge=1)] = 384
+    d_ff: Annotated[Int, Field(ge=1)] = 1024
+    n_heads: Annotated[Int, Field(ge=1)] = 6  # attention query heads; also the GDN head count
+    n_kv_heads: Annotated[Int, Field(ge=1)] = 2
+    gdn_key_dim: Annotated[Int, Field(ge=1)] = 48
+    gdn_value_dim: Annotated[Int, Field(ge=1)] = 96
+    gdn_conv_size: Annotated[Int, Field(ge=1)] = 4
+    gdn_neg_eigval: Bool = True  # beta in (0, 2) instead of (0, 1): lets the state transition flip signs
     gdn_backend: Literal["auto", "fla_chunk", "torch_chunk", "torch_recurrent"] = "auto"
-    rope_theta: float = field(default=10000.0, metadata={"gt": 0})
-    num_codebooks: int = field(default=8, metadata={"min": 1})
-    codebook_size: int = field(default=1024, metadata={"min": 1})
-    context: int = field(default=1024, metadata={"min": 2})  # delayed steps per training row
-    text: TextConfig = field(default_factory=TextConfig)  # set from tts_model: by the text-to-speech stages
+    rope_theta: Annotated[Float, Field(gt=0)] = 10000.0
+    num_codebooks: Annotated[Int, Field(ge=1)] = 8
+    codebook_size: Annotated[Int, Field(ge=1)] = 1024
+    context: Annotated[Int, Field(ge=2)] = 1024  # delayed steps per training row
+    text: TextConfig = NO_TEXT  # set from tts_model: by the text-to-speech stages
 
-    def __post_init__(self) -> None:
-        # parse_section checks the limits already; repeating them here also guards configs built in code
-        # (tests, checkpoints), and then the rules that involve several keys.
-        for f in fields(self):
-            check_limits(f.metadata, getattr(self, f.name), f"model.{f.name}")
+    @model_validator(mode="after")
+    def _check(self) -> ModelConfig:
         bad = sorted(set(self.schedule) - set(LAYER_KINDS))
         if not self.schedule or bad:
             raise ParamError(
@@ -115,14 +124,10 @@ class ModelConfig:
             )
         if self.text.layers:
             self._check_text()
+        return self
 
     def _check_text(self) -> None:
         text, section = self.text, "tts_model"
-        for f in fields(text):
-            check_limits(f.metadata, getattr(text, f.name), f"{section}.{f.name}")
-        if text.d_model % text.n_heads:
-            raise ParamError(f"params.yaml: '{section}.d_model' ({text.d_model}) must be divisible by "
-                             f"'{section}.n_heads' ({text.n_heads})")
         if self.d_model % text.cross_heads:
             raise ParamError(f"params.yaml: 'model.d_model' ({self.d_model}) must be divisible by "
                              f"'{section}.cross_heads' ({text.cross_heads})")

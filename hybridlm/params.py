@@ -1,24 +1,34 @@
-"""Typed, validated views of ``params.yaml``.
+"""Typed, validated views of ``params.yaml``: the mechanism (YAML reading, pydantic schemas, error messages).
 
 Why: a typo or an out-of-range value in ``params.yaml`` must fail *before* any work starts, with a message that
-names the exact key (``train.batch_size``), not deep inside a stage an hour later. This module is the mechanism
-(YAML reading, :func:`parse_section`); the schemas of the sections live in hybridlm/config.py. Each section is a
-dataclass; :func:`parse_section` checks unknown keys, types and ranges against it. Range and choice limits live
-in the field metadata (``field(default=..., metadata={"min": 1})``) so they sit next to the default they guard.
+names the exact key (``train.batch_size``), not deep inside a stage an hour later. The schemas of the sections live
+in hybridlm/config.py (and hybridlm/model.py for the two model sections); this module gives them their form:
+
+- :func:`params_section` makes a class a frozen *pydantic v2 dataclass* that refuses unknown keys
+  (``extra="forbid"``) and non-finite floats (``allow_inf_nan=False``). A pydantic dataclass rather than a
+  ``BaseModel`` because it keeps the standard dataclass protocol that checkpoints, provenance and hashes are
+  built on (``dataclasses.asdict``/``replace``/``fields``): :func:`params_hash` of unchanged values is unchanged.
+  Every construction validates, also ``dataclasses.replace`` and configs built in code.
+- The field types below (``Int``, ``Float``, ``Bool``, ``Str``) are strict: YAML's ``true`` is no integer, ``"3"``
+  no number and ``24000.0`` no sample rate. A key's range or choices sit in its type (``Annotated``, ``Field``,
+  ``Literal``); rules between keys are ``model_validator``\ s that raise :class:`ParamError` naming the keys.
+- Whatever fails, the error names ``section.key`` (:func:`describe`), so adding a key is one line in its schema.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import re
-import types
-import typing
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
+import pydantic
 import yaml
+from pydantic import AfterValidator, ConfigDict, Field, Strict, ValidationError
 
 T = TypeVar("T")
 
@@ -66,105 +76,123 @@ def read_params_file(path: Path | str) -> dict[str, Any]:
     return data
 
 
+# ------------------------------------------------------------------------------------------------- field types
+Int = Annotated[int, Strict()]  # a YAML integer: not a bool, a float or a string
+Bool = Annotated[bool, Strict()]  # true or false, not 0/1 or "yes"
+Str = Annotated[str, Strict()]  # a YAML string: an unquoted number is refused with a hint (see describe)
+# A finite number; a YAML integer is taken as its float (lr: 1 -> 1.0, as params_hash has always seen it).
+Float = Annotated[float, Strict(), Field(allow_inf_nan=False)]
+
+
+def one_of(*choices: Any) -> AfterValidator:
+    """A choice among numbers (``Literal`` compares types, and YAML writes ``6`` for ``6.0``)."""
+
+    def check(value: Any) -> Any:
+        if value not in choices:
+            raise ValueError(f"must be one of {list(choices)}")
+        return value
+
+    return AfterValidator(check)
+
+
+SCHEMA_CONFIG = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+def params_section(name: str) -> Callable[[type[T]], type[T]]:
+    """Class decorator: a frozen, validating pydantic dataclass for section ``name`` (``data.synthetic`` for a
+    nested one) whose construction errors are :class:`ParamError`\ s naming ``name.key``."""
+
+    def wrap(cls: type[T]) -> type[T]:
+        cls = pydantic.dataclasses.dataclass(frozen=True, config=SCHEMA_CONFIG)(cls)
+        cls.SECTION = name  # type: ignore[attr-defined]  (set after: not a field)
+        validate = cls.__init__
+
+        @functools.wraps(validate)
+        def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+            try:
+                validate(self, *args, **kwargs)
+            except ValidationError as exc:
+                raise ParamError(describe(exc, cls)) from None
+
+        cls.__init__ = __init__  # type: ignore[method-assign]
+        return cls
+
+    return wrap
+
+
 def parse_section(cls: type[T], params: dict[str, Any], section: str) -> T:
-    """Build dataclass ``cls`` from ``params[section]``, validating every key."""
+    """Build schema ``cls`` from ``params[section]``, validating every key."""
     if section not in params:
         raise ParamError(f"params.yaml: missing section '{section}'")
-    return _build(cls, params[section], section)
-
-
-def _build(cls: type[T], raw: Any, prefix: str) -> T:
+    raw = params[section]
     if not isinstance(raw, dict):
-        raise ParamError(f"params.yaml: '{prefix}' must be a mapping, got {type(raw).__name__}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(raw) - set(fields))
-    if unknown:
-        raise ParamError(
-            f"params.yaml: unknown key '{prefix}.{unknown[0]}' (known keys: {', '.join(sorted(fields))})"
-        )
-    hints = typing.get_type_hints(cls)
-    values = {}
-    for name, f in fields.items():
-        key = f"{prefix}.{name}"
-        if name not in raw:
-            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                raise ParamError(f"params.yaml: missing key '{key}'")
+        raise ParamError(f"params.yaml: '{section}' must be a mapping, got {type(raw).__name__}")
+    unknown = sorted(str(key) for key in raw if not isinstance(key, str) or key not in _fields(cls))
+    if unknown:  # also a non-string key, which pydantic would refuse without naming it
+        raise ParamError(f"params.yaml: unknown key '{section}.{unknown[0]}' (known keys: {', '.join(_fields(cls))})")
+    try:
+        return pydantic.TypeAdapter(cls).validate_python(raw)
+    except ValidationError as exc:
+        raise ParamError(describe(exc, cls, section)) from None
+
+
+def _fields(cls: type) -> dict[str, Any]:
+    return {f.name: f.type for f in dataclasses.fields(cls)}
+
+
+def describe(exc: ValidationError, cls: type, section: str | None = None) -> str:
+    """The first error of ``exc`` as one line naming ``section.key`` (the section of a nested schema is its own)."""
+    err = exc.errors(include_url=False)[0]
+    key, owner = section or getattr(cls, "SECTION", cls.__name__), cls
+    for part in err["loc"]:
+        if isinstance(part, int):
+            key += f"[{part}]"
             continue
-        value = _coerce(hints[name], raw[name], key)
-        check_limits(f.metadata, value, key)
-        values[name] = value
-    return cls(**values)
+        field = _field_types(owner).get(part)
+        owner = field if isinstance(field, type) and dataclasses.is_dataclass(field) else owner
+        key += f".{part}"
+    cause = (err.get("ctx") or {}).get("error")
+    if isinstance(cause, ParamError):  # a rule between keys: its message names them
+        return str(cause)
+    if err["type"] == "unexpected_keyword_argument":
+        return f"params.yaml: unknown key '{key}' (known keys: {', '.join(_fields(owner))})"
+    return f"params.yaml: '{key}' {phrase(err)}"
 
 
-def _coerce(hint: Any, value: Any, key: str) -> Any:
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        options = typing.get_args(hint)
-        if value is None and type(None) in options:
-            return None
-        errors = []
-        for option in options:
-            if option is type(None):
-                continue
-            try:
-                return _coerce(option, value, key)
-            except ParamError as exc:
-                errors.append(str(exc))
-        raise ParamError(errors[0] if errors else f"params.yaml: '{key}' has an invalid value {value!r}")
-    if origin is typing.Literal:
-        allowed = typing.get_args(hint)
-        if value not in allowed:
-            raise ParamError(f"params.yaml: '{key}' must be one of {list(allowed)}, got {value!r}")
-        return value
-    if origin in (list, tuple):
-        if not isinstance(value, list):
-            raise ParamError(f"params.yaml: '{key}' must be a list, got {type(value).__name__} {value!r}")
-        (item_hint, *_rest) = typing.get_args(hint) or (Any,)
-        items = [_coerce(item_hint, v, f"{key}[{i}]") for i, v in enumerate(value)]
-        return tuple(items) if origin is tuple else items
-    if dataclasses.is_dataclass(hint):
-        return _build(hint, value, key)
-    if hint is Any:
-        return value
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise ParamError(f"params.yaml: '{key}' must be true or false, got {value!r}")
-        return value
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ParamError(f"params.yaml: '{key}' must be an integer, got {value!r}")
-        return value
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ParamError(f"params.yaml: '{key}' must be a number, got {value!r}")
-        return float(value)
-    if hint is str:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            # e.g. an all-digit sha256: YAML reads it as a number (and drops leading zeros) unless quoted.
-            raise ParamError(f"params.yaml: '{key}' must be a string, but YAML read the unquoted value {value!r} "
-                             f"as a number; put the value in quotes as written ({key.rsplit('.', 1)[-1]}: \"...\") so that YAML "
-                             f"keeps it as text, leading zeros included")
-        if not isinstance(value, str):
-            raise ParamError(f"params.yaml: '{key}' must be a string, got {value!r}")
-        return value
-    raise TypeError(f"unsupported parameter type {hint!r} for {key}")
+def _field_types(cls: type) -> dict[str, Any]:
+    fields = getattr(cls, "__pydantic_fields__", {})
+    return {name: info.annotation for name, info in fields.items()}
 
 
-def check_limits(meta: typing.Mapping[str, Any], value: Any, key: str) -> None:
-    if value is None:
-        return
-    values = value if isinstance(value, (list, tuple)) else [value]
-    for v in values:
-        if "min" in meta and v < meta["min"]:
-            raise ParamError(f"params.yaml: '{key}' must be >= {meta['min']}, got {v!r}")
-        if "max" in meta and v > meta["max"]:
-            raise ParamError(f"params.yaml: '{key}' must be <= {meta['max']}, got {v!r}")
-        if "gt" in meta and not v > meta["gt"]:
-            raise ParamError(f"params.yaml: '{key}' must be > {meta['gt']}, got {v!r}")
-        if "lt" in meta and not v < meta["lt"]:
-            raise ParamError(f"params.yaml: '{key}' must be < {meta['lt']}, got {v!r}")
-        if "choices" in meta and v not in meta["choices"]:
-            raise ParamError(f"params.yaml: '{key}' must be one of {list(meta['choices'])}, got {v!r}")
+_PHRASES = {
+    "int_type": "must be an integer", "int_from_float": "must be an integer", "int_parsing": "must be an integer",
+    "float_type": "must be a number", "float_parsing": "must be a number",
+    "finite_number": "must be a finite number (not .inf or .nan)", "bool_type": "must be true or false",
+    "string_type": "must be a string", "list_type": "must be a list", "dataclass_type": "must be a mapping",
+    "string_too_short": "must not be empty",
+}
+
+
+def phrase(err: Any) -> str:
+    """What is wrong with one pydantic error's value, as a predicate: ``must be >= 1, got 0``."""
+    kind, ctx, value = err["type"], err.get("ctx") or {}, err.get("input")
+    if kind in ("missing", "missing_keyword_argument"):
+        return "is missing (it has no default)"
+    bounds = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=", "less_than": "<"}
+    if kind in bounds:
+        limit = next(iter(ctx.values()))
+        text = f"must be {bounds[kind]} {limit}"
+    elif kind == "literal_error":
+        text = f"must be one of {ctx['expected']}"
+    elif kind == "value_error":
+        text = str(ctx["error"])
+    elif kind == "string_type" and isinstance(value, (int, float)) and not isinstance(value, bool):
+        # e.g. an all-digit sha256: YAML reads it as a number (and drops leading zeros) unless quoted.
+        return (f"must be a string, but YAML read the unquoted value {value!r} as a number; put the value in "
+                f"quotes as written (\"...\") so that YAML keeps it as text, leading zeros included")
+    else:
+        text = _PHRASES.get(kind, err["msg"])
+    return f"{text}, got {value!r}"
 
 
 def params_hash(obj: Any) -> str:

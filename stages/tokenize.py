@@ -15,10 +15,10 @@ from pathlib import Path
 from tqdm import tqdm
 
 from hybridlm.atomic import atomic_dir, write_json
-from hybridlm.config import section
+from hybridlm.config import resolve_device, section
 from hybridlm.data.audio import read_manifest
 from hybridlm.data.chunking import ChunkRule, chunk_bounds
-from hybridlm.data.codec import load_codec, resolve_device
+from hybridlm.data.codec import load_codec
 from hybridlm.data.encoding import encode_clips, worker_devices
 from hybridlm.data.shards import Chunk, write_shards
 from hybridlm.params import params_hash
@@ -28,7 +28,7 @@ def run(params: dict, *, resampled: Path, out: Path, metrics: Path, timing: Path
         workers: int = 0) -> None:
     cfg = section(params, "tokenize")
     entries = read_manifest(resampled / "manifest.tsv")
-    devices = worker_devices(resolve_device(device), workers)[: len(entries)]  # a bad --workers fails here
+    devices = worker_devices(resolve_device(device, "--device"), workers)[: len(entries)]  # a bad --workers fails here
     codec = load_codec(cfg.weights, cfg.model_id, device)
     rule = ChunkRule.from_seconds(cfg.chunk_seconds, cfg.min_tail_seconds, codec.sample_rate, codec.hop_length)
     total = sum(len(chunk_bounds(e.samples, rule)) for e in entries)

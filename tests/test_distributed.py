@@ -49,7 +49,8 @@ TOLERANCE = 1e-5
 # batch 3 over 2 ranks: uneven shares (2 + 1 rows), and 2 accumulation micro-batches (no_sync on the first)
 CFG = TrainParams(steps=4, save_steps=[4], batch_size=3, grad_accum=2, lr=3e-3, warmup_steps=1, decay_steps=50,
                   eval_every=2, ema_decay=0.9, precision="fp32")
-TTS_CFG = TtsTrainParams(**{**CFG.__dict__, "text_dropout": 0.3, "guided_attention": 10.0})
+TTS_CFG = TtsTrainParams(**{**dataclasses.asdict(CFG), "init_from": "uncond", "text_dropout": 0.3,
+                             "guided_attention": 10.0})
 
 
 def chunks(n: int, seed: int) -> list[Chunk]:

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from hybridlm import config
-from hybridlm.config import SECTIONS, load_params, schema, section
+from hybridlm.config import SECTIONS, TrainParams, TtsTrainParams, load_params, schema, section
 from hybridlm.params import ParamError, read_yaml
 from hybridlm.workspace import SOURCE_ROOT
 
@@ -99,5 +102,83 @@ def test_resolve_device_names_the_key():
 
     assert config.resolve_device("cpu", "render.device") == torch.device("cpu")
     if not torch.cuda.is_available():
-        with pytest.raises(ParamError, match="'render.device' is cuda"):
-            config.resolve_device("cuda", "render.device")
+        for name in ("cuda", "cuda:0"):
+            with pytest.raises(ParamError, match=f"'render.device' is {name} but there is no such CUDA device"):
+                config.resolve_device(name, "render.device")
+
+
+def schema_keys(name: str) -> list[tuple[str, ...]]:
+    """Every key of section ``name`` as a path (``("synthetic", "clips")`` for a nested one), from its schema."""
+    def walk(cls: type, prefix: tuple[str, ...]) -> list[tuple[str, ...]]:
+        keys = []
+        for f in dataclasses.fields(cls):
+            nested = f.type if isinstance(f.type, type) and dataclasses.is_dataclass(f.type) else None
+            keys += walk(nested, (*prefix, f.name)) if nested and name != "model" else [(*prefix, f.name)]
+        return keys
+    return walk(schema(name), ())
+
+
+def with_value(params: dict, name: str, key: tuple[str, ...], value) -> dict:
+    """A deep copy of ``params`` with ``params[name][key...] = value``."""
+    out = copy.deepcopy(params)
+    inner = out[name]
+    for part in key[:-1]:
+        inner = inner[part]
+    inner[key[-1]] = value
+    return out
+
+
+ALL_KEYS = [(name, key) for name in SECTIONS for key in schema_keys(name)]
+
+
+def test_every_schema_default_is_the_params_yaml_value():
+    """One source of defaults: a key deleted from params.yaml takes the value params.yaml documents for it."""
+    params = load_params(SOURCE_ROOT / "params.yaml")
+    required = {("tts_train", "init_from")}  # a pipeline path: only params.yaml (and so dvc.yaml) names it
+    for name in SECTIONS:
+        given = {f.name: params[name][f.name] for f in dataclasses.fields(schema(name)) if (name, f.name) in required}
+        defaults = dataclasses.asdict(schema(name)(**given))
+        listed = dataclasses.asdict(section(params, name))
+        if name == "model":  # its text part comes from tts_model, not from model:
+            assert set(params[name]) == set(listed) - {"text"} and defaults.pop("text") == listed.pop("text")
+        assert set(params[name]) == set(listed), name  # params.yaml lists every key of the schema
+        assert defaults == listed, [f"{name}.{k}: default {defaults[k]!r}, params.yaml {listed[k]!r}"
+                                    for k in listed if defaults[k] != listed[k]]
+    assert len(ALL_KEYS) > 100  # the keys below really are every key
+
+
+@pytest.mark.parametrize("name, key", ALL_KEYS, ids=[".".join((n, *k)) for n, k in ALL_KEYS])
+def test_a_non_finite_value_written_by_hand_is_refused_naming_the_key(tmp_path, name, key):
+    """`.inf` and `.nan` in params.yaml, for every key: an error naming it (never a crash later that blames
+    another key)."""
+    full = ".".join((name, *key))
+    for text in (".inf", "-.inf", ".nan"):
+        params = with_value(read_yaml(SOURCE_ROOT / "params.yaml"), name, key, text)
+        path = tmp_path / "params.yaml"
+        path.write_text(yaml.safe_dump(params).replace(f"'{text}'", text))
+        with pytest.raises(ParamError, match=re.escape(f"'{full}'")):
+            section(load_params(path), name)
+
+
+def test_shared_types_have_their_own_defaults_and_rules_per_section():
+    """tts_train shares train's types and rules, not its defaults; a rule names the section it was broken in."""
+    assert TtsTrainParams(init_from="x").lr == 5e-4 != TrainParams().lr
+    with pytest.raises(ParamError, match=r"'tts_train\.decay_steps' \(10\) must be > 'tts_train\.warmup_steps'"):
+        TtsTrainParams(init_from="x", decay_steps=10)
+    with pytest.raises(ParamError, match=r"'tts_train\.init_from' is missing"):
+        section({"tts_train": {}}, "tts_train")
+    with pytest.raises(ParamError, match=r"'train\.lr' must be a finite number .*got inf"):
+        dataclasses.replace(TrainParams(), lr=float("inf"))  # every construction validates
+
+
+@pytest.mark.parametrize("value, message", [
+    ("tpu", r"'render\.device' must be auto, cpu, cuda or cuda:K"), ("cuda:x", "cuda:K"), ("CPU", "cuda:K"),
+    (1, "must be a string"),
+])
+def test_one_device_type_for_every_section(value, message):
+    for name in ("train", "evaluate", "render", "tts_train", "tts_evaluate", "tts_render"):
+        with pytest.raises(ParamError, match=message.replace("render", name)):
+            section({name: {"device": value, "init_from": "x"} if name == "tts_train" else {"device": value}}, name)
+    assert section({"render": {"device": "cuda:1"}}, "render").device == "cuda:1"
+    with pytest.raises(ParamError, match=r"'bench --device' must be auto, cpu, cuda or cuda:K"):
+        config.resolve_device("tpu", "bench --device")

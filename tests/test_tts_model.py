@@ -15,6 +15,7 @@ from hybridlm.delay import DelayPattern
 from hybridlm.model import (
     TEXT_PAD_ID,
     HybridLM,
+    NO_TEXT,
     ModelConfig,
     TextConfig,
     codebook_cross_entropy,
@@ -34,7 +35,7 @@ TEXT = TextConfig(layers=2, d_model=24, n_heads=2, d_ff=40, vocab_size=40, cross
 
 def tiny(schedule: str = "LA", text: TextConfig | None = TEXT, seed: int = 0, **overrides) -> HybridLM:
     torch.manual_seed(seed)
-    config = ModelConfig(schedule=schedule, **{**TINY, **overrides}, text=text or TextConfig())
+    config = ModelConfig(schedule=schedule, **{**TINY, **overrides}, text=text or NO_TEXT)
     return HybridLM(config).eval()
 
 
@@ -60,7 +61,7 @@ def random_tokens(batch: int, steps: int, seed: int = 0) -> torch.Tensor:
 def test_default_model_is_unchanged_and_tts_adds_reported_parameters():
     params = load_params(REPO / "params.yaml")
     base = section(params, "model")
-    assert base.text == TextConfig() and base.cross_layers == ()
+    assert base.text == NO_TEXT and base.cross_layers == ()
     with torch.device("meta"):
         assert HybridLM(base).num_parameters() == 21_905_416
         tts = HybridLM(dataclasses.replace(base, text=TextConfig(layers=4)))
@@ -77,17 +78,18 @@ def test_default_model_is_unchanged_and_tts_adds_reported_parameters():
 
 
 @pytest.mark.parametrize("text, message", [
-    (TextConfig(layers=1, d_model=30, n_heads=4), r"'tts_model\.d_model' \(30\) must be divisible by 'tts_model"),
-    (TextConfig(layers=1, cross_heads=5), r"'model\.d_model' \(32\) must be divisible by 'tts_model\.cross_heads'"),
-    (TextConfig(layers=1, cross_attention_layers=[2]), r"'tts_model\.cross_attention_layers' must be distinct .*"
-                                                       r"\[0, 1\].*got \[2\]"),
-    (TextConfig(layers=1, cross_attention_layers=[]), r"cross_attention_layers"),
-    (TextConfig(layers=1, cross_attention_layers=[0, 0]), r"cross_attention_layers"),
-    (TextConfig(layers=1, vocab_size=2), r"'tts_model\.vocab_size' must be >= 3"),
+    ({"d_model": 30, "n_heads": 4}, r"'tts_model\.d_model' \(30\) must be divisible by 'tts_model"),
+    ({"cross_heads": 5}, r"'model\.d_model' \(32\) must be divisible by 'tts_model\.cross_heads'"),
+    ({"cross_attention_layers": [2]}, r"'tts_model\.cross_attention_layers' must be distinct .*\[0, 1\].*got \[2\]"),
+    ({"cross_attention_layers": []}, r"cross_attention_layers"),
+    ({"cross_attention_layers": [0, 0]}, r"cross_attention_layers"),
+    ({"vocab_size": 2}, r"'tts_model\.vocab_size' must be >= 3"),
+    ({"layers": -1}, r"'tts_model\.layers' must be >= 0"),
 ])
 def test_text_config_errors_name_the_key(text, message):
+    """Construction validates (a config built in code too), and rules with the decoder are checked with it."""
     with pytest.raises(ParamError, match=message):
-        ModelConfig(schedule="LA", **TINY, text=text)
+        ModelConfig(schedule="LA", **TINY, text=TextConfig(**{"layers": 1, **text}))
 
 
 def test_tts_model_section_and_checkpoint_form():

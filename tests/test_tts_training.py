@@ -66,7 +66,7 @@ def test_sentence_rows_are_whole_sentences_with_eos_and_deterministic_dropout():
 def _run(tmp_path, steps: int, store_name: str, init):
     cfg = parse_section(TtsTrainParams, {"tts_train": {
         "steps": steps, "save_steps": [3], "batch_size": 2, "lr": 3e-3, "warmup_steps": 2, "decay_steps": 50,
-        "eval_every": 2, "precision": "fp32", "text_dropout": 0.3}}, "tts_train")
+        "eval_every": 2, "precision": "fp32", "text_dropout": 0.3, "init_from": "uncond"}}, "tts_train")
     rows, texts = sentences(6, seed=5)
     val_rows, val_texts = sentences(2, seed=6)
     prov = provenance(trajectory_params(dataclasses.asdict(TTS), cfg, "cpu", "fp32"), "data-hash", "code")

@@ -28,6 +28,8 @@ from typing import Literal
 import numpy as np
 import torch
 
+from hybridlm.config import resolve_device
+
 RANDOM_SEED = 20_240_624  # fixed: the random codec must be identical in tokenize and render
 CALIBRATION_SECONDS = 3.0
 
@@ -38,17 +40,6 @@ WARNING = """
 * tests and the demo; shards record hybridlm.weights = "random".                                *
 ************************************************************************************************
 """
-
-
-def resolve_device(device: str) -> torch.device:
-    """``auto`` -> cuda when available, else cpu; ``cuda`` without a GPU is an error."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
-        raise ValueError(f"device must be auto, cpu or cuda, got {device!r}")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but CUDA is not available")
-    return torch.device(device)
 
 
 class Codec:
@@ -101,7 +92,7 @@ def load_codec(weights: Literal["pretrained", "random"], model_id: str, device: 
     random one (prints a loud warning unless ``warn`` is False: tokenize workers leave it to their parent)."""
     from transformers import EncodecConfig, EncodecModel
 
-    dev = device if isinstance(device, torch.device) else resolve_device(device)
+    dev = device if isinstance(device, torch.device) else resolve_device(device, "--device")
     if weights == "pretrained":
         try:
             model = EncodecModel.from_pretrained(model_id)

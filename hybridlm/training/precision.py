@@ -21,12 +21,9 @@ from __future__ import annotations
 import contextlib
 import functools
 from pathlib import Path
-from typing import Literal
-
 import torch
 
-Precision = Literal["auto", "bf16", "fp32"]
-PRECISIONS = ("auto", "bf16", "fp32")
+from hybridlm.config import PRECISIONS
 NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 CPUINFO = Path("/proc/cpuinfo")
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from hybridlm.data.shards import Chunk
 from hybridlm.delay import DelayPattern
-from hybridlm.model import ModelConfig, TextConfig
+from hybridlm.model import NO_TEXT, ModelConfig
 from hybridlm.params import ParamError
 from hybridlm.text import VERSION, TextVocab, normalize
 from hybridlm.training.batching import delayed_sequences
@@ -75,7 +75,7 @@ def warm_start(init_from: Path, config: ModelConfig) -> tuple[dict, str]:
     weights, because they are what the unconditional evaluate and render stages report on."""
     path = resolve_init(init_from)
     state = load_checkpoint(path)
-    check_compatible(state, path, dataclasses.asdict(dataclasses.replace(config, text=TextConfig())))
+    check_compatible(state, path, dataclasses.asdict(dataclasses.replace(config, text=NO_TEXT)))
     weights = dict(state["model"])
     weights.update({name: value.to(weights[name].dtype) for name, value in state["ema"]["shadow"].items()})
     return weights, f"{path} (step {state['step']})"
