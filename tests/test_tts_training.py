@@ -144,3 +144,24 @@ def test_say_command_errors_are_clear(tmp_path):
     bad = subprocess.run([hybridlm, "say", "Hi.", "--checkpoint", str(tmp_path / "none.pt"), "--temperature", "0"],
                          capture_output=True, text=True)
     assert bad.returncode == 2 and "--temperature > 0" in bad.stderr
+
+
+def test_init_from_names_what_is_wrong_and_only_values_params_yaml_holds(tmp_path):
+    """A text-to-speech checkpoint as tts_train.init_from is refused as such (issue 14: the message used to show a
+    default text section "params.yaml {'layers': 0, ...}" that params.yaml does not hold); a decoder of another
+    shape is refused naming only the decoder keys that differ."""
+    from hybridlm.training.checkpoint import FORMAT
+    from hybridlm.training.sentences import warm_start
+
+    tts = tmp_path / "tts.pt"
+    torch.save({"format": FORMAT, "model_config": dataclasses.asdict(TTS), "step": 10}, tts)
+    with pytest.raises(ValueError, match=r"tts.pt: 'tts_train.init_from' must be an unconditional checkpoint .*"
+                                         r"text-conditioned \(text encoder of 1 layers") as caught:
+        warm_start(tts, TTS)
+    assert "params.yaml" not in str(caught.value)
+    wide = tmp_path / "wide.pt"
+    torch.save({"format": FORMAT, "model_config": dataclasses.asdict(dataclasses.replace(DECODER, d_model=64)),
+                "step": 10}, wide)
+    with pytest.raises(ValueError, match=r"wide.pt: incompatible checkpoint \(other model\): model.d_model: "
+                                         r"checkpoint 64, params.yaml 32$"):
+        warm_start(wide, TTS)

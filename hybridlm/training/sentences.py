@@ -15,7 +15,7 @@ import numpy as np
 
 from hybridlm.data.shards import Chunk
 from hybridlm.delay import DelayPattern
-from hybridlm.model import NO_TEXT, ModelConfig
+from hybridlm.model import ModelConfig
 from hybridlm.params import ParamError
 from hybridlm.text import VERSION, TextVocab, normalize
 from hybridlm.training.batching import delayed_sequences
@@ -75,7 +75,15 @@ def warm_start(init_from: Path, config: ModelConfig) -> tuple[dict, str]:
     weights, because they are what the unconditional evaluate and render stages report on."""
     path = resolve_init(init_from)
     state = load_checkpoint(path)
-    check_compatible(state, path, dataclasses.asdict(dataclasses.replace(config, text=NO_TEXT)))
+    text = state["model_config"].get("text") or {}
+    if text.get("layers"):
+        raise ValueError(f"{path}: 'tts_train.init_from' must be an unconditional checkpoint (the train stage's); "
+                         f"this one is text-conditioned (text encoder of {text['layers']} layers: a train_tts "
+                         f"checkpoint?)")
+    # The decoder only: the text section is the one thing a warm start does not take from the checkpoint.
+    decoder = {key: value for key, value in state["model_config"].items() if key != "text"}
+    check_compatible({**state, "model_config": decoder}, path,
+                     {key: value for key, value in dataclasses.asdict(config).items() if key != "text"})
     weights = dict(state["model"])
     weights.update({name: value.to(weights[name].dtype) for name, value in state["ema"]["shadow"].items()})
     return weights, f"{path} (step {state['step']})"
