@@ -211,12 +211,14 @@ def say(
     text: str = typer.Argument(..., help="What to say (numbers, money, years: spelled out as LJ Speech reads them)."),
     checkpoint: Path = typer.Option(..., help="A checkpoint of the train_tts stage (step-NNNNNN.pt)."),
     out: Path = typer.Option(Path("speech.wav"), help="WAV file to write."),
-    cfg_scale: float = typer.Option(3.0, help="Classifier-free guidance scale (1 = plain conditional sampling)."),
-    seed: int = typer.Option(0, help="Sampling seed."),
-    temperature: float = typer.Option(1.0, help="Sampling temperature (> 0)."),
-    top_k: int = typer.Option(250, help="Sample among the k most likely codes."),
-    max_seconds: float = typer.Option(12.0, help="Length guard when the model samples no EOS."),
-    device: str = typer.Option("auto", help="auto | cpu | cuda."),
+    cfg_scale: float = typer.Option(3.0, help="Classifier-free guidance scale, 0..100 (1 = plain conditional "
+                                              "sampling)."),
+    seed: int = typer.Option(0, help="Sampling seed, 0..2^64-1."),
+    temperature: float = typer.Option(1.0, help="Sampling temperature, 0.001..100."),
+    top_k: int = typer.Option(250, help="Sample among the k most likely codes (>= 1)."),
+    max_seconds: float = typer.Option(12.0, help="Length guard when the model samples no EOS (at most 60; a text "
+                                                 "that cannot fit at 25 characters per second is refused)."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:K."),
 ) -> None:
     """Read one sentence aloud with a text-to-speech checkpoint and write it as a WAV file."""
     from hybridlm.say import say as read_aloud

@@ -160,6 +160,12 @@ def test_a_non_finite_value_written_by_hand_is_refused_naming_the_key(tmp_path, 
             section(load_params(path), name)
 
 
+def test_tts_train_has_every_train_key_with_the_same_type():
+    """tts_train is "every train key, own values": a key added to train without its tts_train twin fails here."""
+    tts = {f.name: f.type for f in dataclasses.fields(TtsTrainParams)}
+    assert {f.name: f.type for f in dataclasses.fields(TrainParams)}.items() <= tts.items()
+
+
 def test_shared_types_have_their_own_defaults_and_rules_per_section():
     """tts_train shares train's types and rules, not its defaults; a rule names the section it was broken in."""
     assert TtsTrainParams(init_from="x").lr == 5e-4 != TrainParams().lr

@@ -143,7 +143,7 @@ def test_say_command_errors_are_clear(tmp_path):
     assert missing.returncode == 2 and "none.pt: checkpoint not found" in missing.stderr
     bad = subprocess.run([hybridlm, "say", "Hi.", "--checkpoint", str(tmp_path / "none.pt"), "--temperature", "0"],
                          capture_output=True, text=True)
-    assert bad.returncode == 2 and "--temperature > 0" in bad.stderr
+    assert bad.returncode == 2 and "--temperature must be >= 0.001, got 0.0" in bad.stderr
 
 
 def test_init_from_names_what_is_wrong_and_only_values_params_yaml_holds(tmp_path):
