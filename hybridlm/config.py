@@ -52,8 +52,14 @@ Precision = Literal["auto", "bf16", "fp32"]  # hybridlm/training/precision.py: b
 PRECISIONS: tuple[str, ...] = get_args(Precision)
 Positive = Annotated[Int, Field(ge=1)]
 Count = Annotated[Int, Field(ge=0)]
-# torch.Generator.manual_seed takes [-2^63, 2^64 - 1]; numpy's default_rng any non-negative integer.
-Seed = Annotated[Int, Field(ge=0, le=2**64 - 1)]
+def _seed(value: int) -> int:
+    # torch.Generator.manual_seed takes [-2^63, 2^64 - 1]; numpy's default_rng any non-negative integer.
+    if not 0 <= value <= 2**64 - 1:
+        raise ValueError("must be in 0 .. 2^64 - 1 (18446744073709551615), the seeds torch's generators take")
+    return value
+
+
+Seed = Annotated[Int, AfterValidator(_seed)]
 Fraction = Annotated[Float, Field(ge=0.0, lt=1.0)]  # a probability or share that cannot be all
 PositiveFloat = Annotated[Float, Field(gt=0.0)]
 Steps = list[Positive]  # checkpoint steps to keep or read; [] = every checkpoint where a stage reads them
