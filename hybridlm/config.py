@@ -264,15 +264,8 @@ class TtsTrainParams(TrainingRules):
     the unconditional checkpoint it starts from, the text dropout that classifier-free guidance needs and the
     guided-attention penalty that teaches the cross-attention where to read."""
 
-    # A checkpoint file of the unconditional run, or a folder of them (its latest step): its decoder weights (EMA)
-    # are loaded, the text encoder and cross-attention start fresh. Read by dvc.yaml, which templates it into the
-    # train_tts cmd (--init-from) and deps. No default: a pipeline path, which params.yaml (and so dvc.yaml) names.
-    init_from: Annotated[Str, Field(min_length=1)]
-    text_dropout: Fraction = 0.1  # P(a training row loses its text)
-    # Weight of the guided-attention penalty (training/guided_attention.py: cross-attention mass off the text-audio
-    # diagonal), 0 = off; and its width g, as a fraction of the text and of the audio.
-    guided_attention: Annotated[Float, Field(ge=0.0)] = 1.0
-    guided_attention_width: PositiveFloat = 0.2
+    # train's keys first, in train's order: checkpoints pickle the section in field order (provenance), so the
+    # order is part of their bytes.
     steps: Positive = 8000
     save_steps: Steps = Field(default_factory=lambda: [2000, 4000, 8000])
     batch_size: Positive = 24
@@ -291,6 +284,15 @@ class TtsTrainParams(TrainingRules):
     device: Device = "auto"
     precision: Precision = "auto"
     nproc_per_node: Positive = 1
+    # A checkpoint file of the unconditional run, or a folder of them (its latest step): its decoder weights (EMA)
+    # are loaded, the text encoder and cross-attention start fresh. Read by dvc.yaml, which templates it into the
+    # train_tts cmd (--init-from) and deps. No default: a pipeline path, which params.yaml (and so dvc.yaml) names.
+    init_from: Annotated[Str, Field(min_length=1)] = Field(kw_only=True)
+    text_dropout: Fraction = 0.1  # P(a training row loses its text)
+    # Weight of the guided-attention penalty (training/guided_attention.py: cross-attention mass off the text-audio
+    # diagonal), 0 = off; and its width g, as a fraction of the text and of the audio.
+    guided_attention: Annotated[Float, Field(ge=0.0)] = 1.0
+    guided_attention_width: PositiveFloat = 0.2
 
 
 @params_section("tts_evaluate")
