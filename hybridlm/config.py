@@ -299,8 +299,8 @@ class TtsTrainParams(TrainingRules):
 class TtsEvaluateParams:
     """``tts_evaluate``: like ``evaluate``, on the val sentences, with and without their text."""
 
-    steps: Steps = Field(default_factory=list)  # [] = every TTS checkpoint
     batch_size: Positive = 16
+    steps: Steps = Field(default_factory=list)  # [] = every TTS checkpoint
     device: Device = "auto"
     precision: Precision = "fp32"
 
