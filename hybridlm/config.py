@@ -297,12 +297,14 @@ class TtsTrainParams(TrainingRules):
 
 @params_section("tts_evaluate")
 class TtsEvaluateParams:
-    """``tts_evaluate``: like ``evaluate``, on the val sentences, with and without their text."""
+    """``tts_evaluate``: like ``evaluate``, on the val sentences, with their text, without it and with a wrong text
+    of the same shape (hybridlm.wrong_text), drawn from ``wrong_text_seed``."""
 
     batch_size: Positive = 16
     steps: Steps = Field(default_factory=list)  # [] = every TTS checkpoint
     device: Device = "auto"
     precision: Precision = "fp32"
+    wrong_text_seed: Seed = 0
 
 
 @params_section("tts_render")

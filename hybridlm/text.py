@@ -115,6 +115,12 @@ class TextVocab:
     def encode(self, text: str) -> list[int]:
         return self.encode_many([text])[0]
 
+    def unit_id(self, unit: str) -> int:
+        """The id of one unit of this vocabulary (a character or phoneme symbol); others are an error."""
+        if unit not in self._index:
+            raise ValueError(f"text vocabulary {self.version}: {unit!r} is not one of its units")
+        return self._index[unit]
+
     def decode(self, ids: Iterable[int]) -> str:
         """Ids back to units (normalised text or IPA); padding is skipped, unknown ids show as U+FFFD."""
         out = []

@@ -1,11 +1,17 @@
-"""`hybridlm evaluate_tts`: EMA val cross-entropy of every text-to-speech checkpoint, with and without the text.
+"""`hybridlm evaluate_tts`: EMA val cross-entropy of every text-to-speech checkpoint, with the text, without it and
+with a wrong text of the same shape.
 
 Output ``metrics``, one entry per checkpoint plus "final", as the evaluate stage's does:
     {"step_N": {"step": N, "with_text": {loss, ppl, targets, per_codebook}, "without_text": {...},
-                "conditioning_gap": without - with}, ..., "final": {...}}
+                "wrong_text": {...}, "conditioning_gap": without - with, "content_gap": wrong - with,
+                "content_gap_per_codebook": {"cb0": ..., ...}}, ..., "final": {...}}
 The val sentences are whole clips from their BOS to their EOS (EOS counts as a target). "without_text" is the same
-model with every text dropped, the branch classifier-free guidance mixes in: the gap, in nats per target, is how
-much the model reads the text (about 0 = it ignores it). Deterministic: fp32 by default, fixed order.
+model with every text dropped, the branch classifier-free guidance mixes in: the conditioning gap, in nats per
+target, is how much the model uses the text at all (about 0 = it ignores it). But a model that only counts the
+characters earns most of that gap. "wrong_text" replaces every letter (phoneme) by one of another sound class,
+keeping length, spaces and punctuation (hybridlm.wrong_text, seed `tts_evaluate.wrong_text_seed`): the content gap
+is what the model gains from *which* letters the text says, i.e. from reading it (about 0 = it only counts).
+Deterministic: fp32 by default, fixed order.
 """
 
 from __future__ import annotations
@@ -21,7 +27,9 @@ from hybridlm.model import with_text
 from hybridlm.training.checkpoint import ema_model, load_checkpoint, select_checkpoints, validate_checkpoints
 from hybridlm.training.evaluation import evaluate_sequences
 from hybridlm.training.precision import resolve_precision
-from hybridlm.training.sentences import read_sentences, sentence_pattern, tts_data_hash
+from hybridlm.training.sentences import read_sentences, sentence_pattern, text_vocab, tts_data_hash
+from hybridlm.wrong_text import wrong_texts
+
 
 def run(params: dict, *, checkpoints: Path, sentences: Path, init_from: Path, metrics: Path) -> None:
     model_config = with_text(section(params, "model"), section(params, "tts_model"))
@@ -31,15 +39,22 @@ def run(params: dict, *, checkpoints: Path, sentences: Path, init_from: Path, me
     checkpoints = select_checkpoints(checkpoints, cfg.steps, "tts_evaluate.steps")
     validate_checkpoints(checkpoints, dataclasses.asdict(model_config), tts_data_hash(init_from, sentences))
     _, _, sequences, texts = read_sentences(sentences, "val", model_config)
+    wrong = wrong_texts(texts, text_vocab(model_config), cfg.wrong_text_seed)
     pattern = sentence_pattern(model_config)
     results = {}
     for step, path in tqdm(checkpoints.items(), desc="evaluate_tts", unit="ckpt"):
         model = ema_model(load_checkpoint(path), model_config, device)
-        with_, without = (evaluate_sequences(model, sequences, pattern, cfg.batch_size, device, precision=precision,
-                                             texts=t) for t in (texts, None))
-        results[f"step_{step}"] = {"step": step, "with_text": with_.as_dict(), "without_text": without.as_dict(),
-                                   "conditioning_gap": without.loss - with_.loss}
-        tqdm.write(f"evaluate_tts: step {step}: EMA val loss {with_.loss:.4f} with the text, {without.loss:.4f} "
-                   f"without (gap {without.loss - with_.loss:+.4f} nats)")
+        right, without, swapped = (evaluate_sequences(model, sequences, pattern, cfg.batch_size, device,
+                                                      precision=precision, texts=t) for t in (texts, None, wrong))
+        results[f"step_{step}"] = {
+            "step": step, "with_text": right.as_dict(), "without_text": without.as_dict(),
+            "wrong_text": swapped.as_dict(), "conditioning_gap": without.loss - right.loss,
+            "content_gap": swapped.loss - right.loss,
+            "content_gap_per_codebook": {f"cb{q}": w - r for q, (w, r) in
+                                         enumerate(zip(swapped.per_codebook, right.per_codebook))}}
+        tqdm.write(f"evaluate_tts: step {step}: EMA val loss {right.loss:.4f} with the text, {without.loss:.4f} "
+                   f"without (gap {without.loss - right.loss:+.4f} nats), {swapped.loss:.4f} with a wrong text "
+                   f"(content gap {swapped.loss - right.loss:+.4f}, codebook 0 "
+                   f"{swapped.per_codebook[0] - right.per_codebook[0]:+.4f})")
     results["final"] = results[f"step_{max(checkpoints)}"]
     write_json(metrics, results)
