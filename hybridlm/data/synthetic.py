@@ -126,29 +126,49 @@ def synthesize(text: str, num_frames: int | None = None, sample_rate: int = SAMP
     """The audio of ``text`` (normalised first), padded with silence to ``num_frames`` frames when given.
 
     ``sample_rate`` must hold a whole number of samples per frame (22,050 and 24,000 Hz do)."""
-    if sample_rate % FRAME_RATE:
-        raise ValueError(f"synthetic corpus: sample rate {sample_rate} is not a multiple of {FRAME_RATE} Hz")
-    frame = sample_rate // FRAME_RATE
     norm = normalize(text)
     needed = text_frames(norm)
     total = needed if num_frames is None else num_frames
     if total < needed:
         raise ValueError(f"synthetic corpus: {norm!r} needs {needed} frames, only {total} given")
-    periods = [_class_period(pitch, formants, frame, sample_rate) for _, pitch, formants, _ in LETTER_CLASSES]
-    ramp = np.sin(0.5 * np.pi * np.linspace(0.0, 1.0, frame // 4)) ** 2  # 3 ms fade in/out: no clicks
-    samples = np.zeros(total * frame)
+    segments = [(-1, LEAD_FRAMES)] + [(LETTERS[c][0] if c in LETTERS else -1, char_frames(c)) for c in norm]
     owner = np.full(total, -1, dtype=np.int32)
     pos = LEAD_FRAMES
     for index, char in enumerate(norm):
-        frames = char_frames(char)
-        if char in LETTERS:
-            segment = np.tile(periods[LETTERS[char][0]], frames)
+        owner[pos:pos + char_frames(char)] = index
+        pos += char_frames(char)
+    return Synthesis(_tones(segments, total, sample_rate), owner, norm)
+
+
+def synthesize_classes(frame_classes: np.ndarray, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """Audio of a per-frame class sequence (class index, -1 = silence), each run of one class as one syllable of
+    that class: how a recogniser's reading of the codes (hybridlm.synthetic_asr) sounds in the corpus's own tones."""
+    classes = np.asarray(frame_classes, dtype=np.int64)
+    if classes.size and not ((classes >= -1) & (classes < len(LETTER_CLASSES))).all():
+        raise ValueError(f"synthetic corpus: classes must be -1 (silence) or 0..{len(LETTER_CLASSES) - 1}")
+    starts = np.flatnonzero(np.diff(classes, prepend=-2)) if classes.size else np.array([], dtype=np.int64)
+    lengths = np.diff(np.append(starts, classes.size))
+    return _tones([(int(classes[s]), int(n)) for s, n in zip(starts, lengths)], int(classes.size), sample_rate)
+
+
+def _tones(segments: list[tuple[int, int]], total: int, sample_rate: int) -> np.ndarray:
+    """``total`` frames of audio: the ``(class index or -1 for silence, frames)`` segments in order from frame 0
+    (each class segment one syllable, faded in and out), silence after them."""
+    if sample_rate % FRAME_RATE:
+        raise ValueError(f"synthetic corpus: sample rate {sample_rate} is not a multiple of {FRAME_RATE} Hz")
+    frame = sample_rate // FRAME_RATE
+    periods = [_class_period(pitch, formants, frame, sample_rate) for _, pitch, formants, _ in LETTER_CLASSES]
+    ramp = np.sin(0.5 * np.pi * np.linspace(0.0, 1.0, frame // 4)) ** 2  # 3 ms fade in/out: no clicks
+    samples = np.zeros(total * frame)
+    pos = 0
+    for cls, frames in segments:
+        if cls >= 0 and frames:
+            segment = np.tile(periods[cls], frames)
             segment[: len(ramp)] *= ramp
             segment[len(segment) - len(ramp):] *= ramp[::-1]
             samples[pos * frame:(pos + frames) * frame] = segment
-        owner[pos:pos + frames] = index
         pos += frames
-    return Synthesis(samples, owner, norm)
+    return samples
 
 
 def random_word(rng: np.random.Generator, max_letters: int) -> str:
