@@ -312,7 +312,10 @@ class TtsRenderParams:
     """``tts_render``: what the text-to-speech gallery reads aloud and how it samples."""
 
     steps: Steps = Field(default_factory=list)  # [] = every TTS checkpoint
-    val_sentences: Count = 3  # the first N val transcripts (held out)
+    # The first N val transcripts (held out): all are read and scored (duration r, EOS rate, reading error), the
+    # first page_val_sentences of them (at most all) are shown on the page.
+    val_sentences: Count = 32
+    page_val_sentences: Count = 3
     texts: list[Str] = Field(default_factory=lambda: [
         "The prisoner was taken to the court on the following morning.",
         "Printing, in the only sense with which we are at present concerned, differs from most arts.",

@@ -16,6 +16,7 @@ from pathlib import Path
 from hybridlm.asr import summary_line
 from hybridlm.params import read_yaml
 from hybridlm.pipeline import read_stages
+from hybridlm.training.reading_metrics import summary_line as reading_line
 from hybridlm.workspace import SOURCE_ROOT, create_workspace, run_tool
 
 DEMO_PARAMS = SOURCE_ROOT / "params.demo.yaml"
@@ -44,9 +45,11 @@ def summary(workdir: Path) -> str:
                  f"{train['pad_fraction']:.2%}, {timing['tokens_per_second'] or 0:,.0f} tokens/s (median)")
     tts = load(stages["evaluate_tts"].options()["metrics"])
     lines += [f"  text-to-speech step {v['step']:>5}: EMA val loss {v['with_text']['loss']:.4f} with the text, "
-              f"{v['without_text']['loss']:.4f} without (gap {v['conditioning_gap']:+.4f} nats)"
-              for k, v in tts.items() if k != "final"]
-    lines.append("  " + summary_line(load(stages["render_tts"].options()["asr_metrics"])))
+              f"{v['without_text']['loss']:.4f} without (gap {v['conditioning_gap']:+.4f} nats), content gap "
+              f"{v['content_gap']:+.4f} (codebook 0 {v['content_gap_per_codebook']['cb0']:+.4f}): a wrong text of "
+              f"the same shape costs that much" for k, v in tts.items() if k != "final"]
+    readings = load(stages["render_tts"].options()["asr_metrics"])
+    lines += ["  " + reading_line(readings), "  " + summary_line(readings)]
     return "\n".join(lines)
 
 

@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
-"""Open the results page in headless Chromium and check that every image (curves, spectrograms) decodes and every
-WAV opens.
+"""Open the results page in headless Chromium, 1400 px wide, and check that every image (curves, spectrograms)
+decodes, every WAV opens and nothing is wider than the window (no column cut off).
 
 Usage: scripts/check_gallery.py data/samples/index.html [--screenshot gallery.png]
 
-The page records, once loaded, ``data-images="decoded/total"`` and ``data-audio="playable/total"`` on <body>;
-this script dumps the DOM after a virtual-time budget and compares them. Exit 0 when all media work, 1 when some
+The page records, once loaded, ``data-images="decoded/total"``, ``data-audio="playable/total"`` and
+``data-overflow`` (page width beyond the window, px) on <body>; this script dumps the DOM after a virtual-time
+budget and checks them. Exit 0 when all media work, 1 when some
 do not, 2 when Chromium is missing. Needs `chromium` (Debian: `apt-get install -y chromium`).
 """
 
@@ -23,7 +24,7 @@ BROWSERS = ("chromium", "chromium-browser", "google-chrome", "chrome")
 # Offline and stateless: no background network traffic, no first-run or sync services, a throw-away profile.
 FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--autoplay-policy=no-user-gesture-required",
          "--allow-file-access-from-files", "--virtual-time-budget=15000", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--no-first-run")
+         "--disable-component-update", "--disable-sync", "--no-first-run", "--window-size=1400,1000")
 
 
 def find_browser() -> str | None:
@@ -41,14 +42,15 @@ def check(page: Path, screenshot: Path | None = None) -> tuple[bool, str]:
         dom = subprocess.run([browser, *flags, "--dump-dom", url], capture_output=True, text=True, timeout=120).stdout
         images = re.search(r'data-images="(\d+)/(\d+)"', dom)
         audio = re.search(r'data-audio="(\d+)/(\d+)"', dom)
-        if not images or not audio:
-            return False, f"{page}: the page's self-check did not run (no data-images/data-audio on <body>)"
+        overflow = re.search(r'data-overflow="(-?\d+)"', dom)
+        if not images or not audio or not overflow:
+            return False, f"{page}: the page's self-check did not run (no data-images/audio/overflow on <body>)"
         if screenshot is not None:
-            subprocess.run([browser, *flags, "--window-size=1400,1000", f"--screenshot={screenshot.resolve()}", url],
+            subprocess.run([browser, *flags, f"--screenshot={screenshot.resolve()}", url],
                            capture_output=True, timeout=120, check=True)
-    ok = all(int(m.group(1)) == int(m.group(2)) > 0 for m in (images, audio))
+    ok = all(int(m.group(1)) == int(m.group(2)) > 0 for m in (images, audio)) and int(overflow.group(1)) <= 0
     return ok, f"{page}: images decoded {images.group(1)}/{images.group(2)}, audio playable " \
-               f"{audio.group(1)}/{audio.group(2)}"
+               f"{audio.group(1)}/{audio.group(2)}, {max(0, int(overflow.group(1)))} px wider than the 1400 px window"
 
 
 def main() -> int:

@@ -1,19 +1,24 @@
-"""`hybridlm render_tts`: every text-to-speech checkpoint reads prompts aloud; WAVs, spectrograms, alignment plots
-and a gallery page.
+"""`hybridlm render_tts`: every text-to-speech checkpoint reads prompts aloud; WAVs, spectrograms, alignment plots,
+how well the readings follow their texts, and a results page.
 
 Prompts: the first `tts_render.val_sentences` held-out val transcripts (never heard in training) and every
 `tts_render.texts` entry. Each checkpoint reads them with the same seed, stopping at the EOS it samples (or at
-`tts_render.max_seconds`), with classifier-free guidance `tts_render.cfg_scale`. The alignment plot is the
-cross-attention weights (mean over heads and cross-attention layers) of the model re-reading its own sample: a
-rising diagonal means it reads in order. Output ``out`` (written whole, atomically):
-step-NNNNNN/prompt-K.{wav,png,align.png}, codec-resynthesis/val-K.wav and index.html.
+`tts_render.max_seconds`), with classifier-free guidance `tts_render.cfg_scale`. The page shows the first
+`tts_render.page_val_sentences` val readings and the texts: audio, spectrogram and the alignment plot (the
+cross-attention weights, mean over heads and cross-attention layers, of the model re-reading its own sample,
+characters against seconds: a rising staircase means it reads in order). Output ``out`` (written whole, atomically):
+step-NNNNNN/prompt-K.{wav,png,align.png} (and .heard.{wav,png} on the synthetic corpus), codec-resynthesis/val-K.wav
+(the reference row of the page) and index.html.
 
-Intelligibility (``asr_metrics``): the offline ASR (hybridlm.asr) transcribes each checkpoint's readings of the val
-transcripts and scores WER/CER against them. Its ceiling is the same ASR on the codec resynthesis (decode of the
-real codes) of the same val clips: what a perfect code LM would score through this codec and this recogniser. It is
-done here because this stage already decodes the audio; only the val prompts are scored (the `texts` have no
-recording to set a ceiling with). With random codec weights (the offline demo) the audio is not speech, so a WER
-near 1.0 is the true figure there, and the metrics say ``codec_weights: random``.
+Metrics (``asr_metrics``, per checkpoint and "final"), over all val readings:
+- ``duration_correlation`` and ``eos_rate`` (hybridlm.training.reading_metrics), for any corpus;
+- on the synthetic corpus (`data.source: synthetic`), ``reading_error_rate``: the recogniser of
+  hybridlm.synthetic_asr, fit on the train sentences, scoring what it hears in each reading against the text's sound
+  classes, beside ``reading_error_floor`` (its error on the reference codes). Its hearing is also rendered as the
+  corpus's tones (the random codec's own audio is noise);
+- ASR WER/CER (hybridlm.asr, pocketsphinx) of the readings, and its ceiling: the same ASR on the codec resynthesis
+  (decode of the real codes) of the same val clips. On real data this is the intelligibility number. With random
+  codec weights the audio is not speech, so a WER near 1.0 is the true figure there (``codec_weights: random``).
 """
 
 from __future__ import annotations
@@ -26,81 +31,148 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from hybridlm import asr
+from hybridlm import asr, synthetic_asr
 from hybridlm.atomic import atomic_dir, write_json
 from hybridlm.config import resolve_device, section
 from hybridlm.data.codec import load_codec
-from hybridlm.model import HybridLM, with_text
+from hybridlm.data.synthetic import LETTER_CLASSES, synthesize_classes
+from hybridlm.model import HybridLM, ModelConfig, with_text
+from hybridlm.training.alignment import write_alignment
 from hybridlm.training.batching import pad_texts
 from hybridlm.training.checkpoint import ema_model, load_checkpoint, select_checkpoints, validate_checkpoints
-from hybridlm.training.gallery import (GalleryRow, GallerySample, write_alignment, write_gallery, write_spectrogram,
-                                       write_wav)
+from hybridlm.training.gallery import GalleryRow, GallerySample, write_gallery, write_spectrogram, write_wav
 from hybridlm.training.precision import autocast, resolve_precision
+from hybridlm.training.reading_metrics import reading_metrics
 from hybridlm.training.report import write_curves
 from hybridlm.training.sentences import checkpoint_vocab, encode_prompt, read_sentences, sentence_pattern
 
+
 def eval_entries(path: Path) -> dict[int, dict]:
-    """The evaluate_tts entry with the text (loss, ppl, targets, per_codebook) per step, from its metrics."""
+    """The evaluate_tts entry (with_text, without_text, gaps) per step, from its metrics."""
     if not path.is_file():
         raise FileNotFoundError(f"{path}: not found (run the evaluate_tts stage first)")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        return {int(v["step"]): dict(v["with_text"]) for k, v in data.items() if k.startswith("step_")}
+        return {int(v["step"]): {**v, "with_text": dict(v["with_text"])} for k, v in data.items()
+                if k.startswith("step_")}
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise ValueError(f"{path}: not an evaluate_tts metrics file ({exc})") from exc
 
 
 def alignment(model: HybridLM, codes: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
-    """``[steps, characters]``: cross-attention weights of ``model`` re-reading ``codes [n_q, T]`` against
-    ``text [L]``, averaged over heads and cross-attention layers."""
+    """``[frames, characters]``: cross-attention weights of ``model`` re-reading ``codes [n_q, T]`` against
+    ``text [L]``, averaged over heads and cross-attention layers; row t is the step that predicts frame t."""
     delayed = sentence_pattern(model.config).build(codes.cpu()).to(text.device)
     weights: list[torch.Tensor] = []
     with torch.no_grad():
         model(delayed[None, :, :-1], text=text[None], alignments=weights)
-    return torch.stack([w[0].float().mean(0) for w in weights]).mean(0)
+    return torch.stack([w[0].float().mean(0) for w in weights]).mean(0)[: codes.shape[-1]]
 
 
-def intelligibility(spoken: dict[int, list[Path]], ceiling: list[Path], texts: list[str], weights: str) -> dict:
-    """The ``asr_metrics`` file: ASR WER/CER of each checkpoint's readings (``spoken[step]``, in the order of
-    ``texts``) and of the codec resynthesis of the real clips (``ceiling``). Where the ASR cannot be imported every
-    entry says ``asr: unavailable (...)`` and holds no number (hybridlm.asr.asr_metrics)."""
+def class_names(classes: list[int]) -> str:
+    """A sound-class sequence in words: each class as its letters ("ae dtnl io")."""
+    return " ".join(LETTER_CLASSES[k][0] for k in classes) or "(nothing)"
+
+
+def _number(value, digits: int = 3) -> str:
+    return "—" if value is None else f"{value:.{digits}f}"
+
+
+def table_columns(evaluation: dict | None, reading: dict | None) -> dict[str, str]:
+    """The page's metrics columns of one checkpoint beyond the loss with the text: the loss without it, the gaps
+    (what the text is worth at all, and what its letters are worth), and how the sampled readings follow it."""
+    columns = {}
+    if evaluation:
+        columns["val loss without text"] = _number(evaluation["without_text"]["loss"], 4)
+        columns["conditioning gap"] = _number(evaluation["conditioning_gap"], 4)
+        if "content_gap" in evaluation:
+            columns["content gap"] = _number(evaluation["content_gap"], 4)
+            columns["content gap cb0"] = _number(evaluation["content_gap_per_codebook"]["cb0"], 4)
+        if "oracle_content_gap" in evaluation:
+            columns["oracle content gap"] = _number(evaluation["oracle_content_gap"], 4)
+    if reading:
+        if "reading_error_rate" in reading:
+            columns["reading error (floor)"] = (f"{reading['reading_error_rate']:.3f} "
+                                                f"({reading['reading_error_floor']:.3f})")
+        columns["duration r"] = _number(reading["duration_correlation"])
+        columns["EOS rate"] = _number(reading["eos_rate"], 2)
+    return columns
+
+
+def metrics_file(spoken: dict[int, list[Path]], ceiling: list[Path], texts: list[str], weights: str,
+                 readings: dict[int, dict], reader: str) -> dict:
+    """The ``asr_metrics`` file: per checkpoint the reading metrics (``readings[step]``) and the ASR WER/CER of its
+    readings (``spoken[step]``, in the order of ``texts``); the ASR's ``ceiling`` on the codec resynthesis of the
+    real clips. Where the ASR cannot be imported its entries say ``asr: unavailable (...)`` and hold no number
+    (hybridlm.asr.asr_metrics)."""
     def scored(wavs: list[Path]) -> dict:
         # No realtime_factor: a timing differs run to run, and this file must be byte-identical for identical params.
         return {k: v for k, v in asr.asr_metrics(wavs, texts).items() if k != "realtime_factor"}
 
     if not texts:
         return {"asr": "not measured (tts_render.val_sentences is 0: no val prompts)", "codec_weights": weights}
-    result = {"codec_weights": weights, "ceiling": scored(ceiling)}
+    result = {"codec_weights": weights, "reader": reader, "ceiling": scored(ceiling)}
     result["asr"] = result["ceiling"]["asr"]
     for step, wavs in spoken.items():
-        result[f"step_{step}"] = {"step": step, **scored(wavs)}
+        result[f"step_{step}"] = {"step": step, **readings[step], **scored(wavs)}
     result["final"] = result[f"step_{max(spoken)}"]
     return result
+
+
+def fit_recogniser(sentences: Path, config: ModelConfig) -> tuple[synthetic_asr.Recogniser, str]:
+    """The synthetic corpus's recogniser, fit on the train sentences, and a line saying what it is."""
+    rows = read_sentences(sentences, "train", config)[0]
+    recogniser = synthetic_asr.fit([row.codes for row in rows], [row.text for row in rows], config.codebook_size)
+    return recogniser, (f"hybridlm.synthetic_asr: codebooks 0-{synthetic_asr.CODEBOOKS - 1} -> letter sound class, "
+                        f"fit on {len(rows)} train sentences, codec lag {recogniser.lag} frames (agrees with "
+                        f"{recogniser.train_agreement:.1%} of their frames)")
+
+
+def write_heard(tmp: Path, name: str, recogniser: synthetic_asr.Recogniser, codes: np.ndarray, text: str,
+                sample_rate: int, title: str) -> tuple[str, str, str]:
+    """What the recogniser heard in ``codes`` as the corpus's tones: ``name``.heard.{wav,png} under ``tmp`` and a
+    line comparing the classes heard with the text's."""
+    audio = synthesize_classes(recogniser.heard(codes), sample_rate)
+    write_wav(tmp / f"{name}.heard.wav", audio, sample_rate)
+    write_spectrogram(tmp / f"{name}.heard.png", audio, sample_rate, title)
+    heard, expected = recogniser.classes(codes), synthetic_asr.text_classes(text)
+    errors = synthetic_asr.edit_distance(heard, expected)
+    note = (f"Heard as sound classes ({errors} edits from the text's, of {len(expected)}): {class_names(heard)}; "
+            f"the text says: {class_names(expected)}")
+    return f"{name}.heard.wav", f"{name}.heard.png", note
 
 
 def run(params: dict, *, checkpoints: Path, sentences: Path, eval_metrics: Path, out: Path,
         asr_metrics: Path) -> None:
     config = with_text(section(params, "model"), section(params, "tts_model"))
     cfg = section(params, "tts_render")
+    synthetic = section(params, "data").source == "synthetic"
     device = resolve_device(cfg.device, "tts_render.device")
     precision = resolve_precision(cfg.precision, device, "tts_render.precision")
     checkpoints = select_checkpoints(checkpoints, cfg.steps, "tts_render.steps")
     validate_checkpoints(checkpoints, dataclasses.asdict(config))
     evaluations = eval_entries(eval_metrics)
     val_rows = read_sentences(sentences, "val", config)[0][: cfg.val_sentences]
+    texts = [row.text for row in val_rows]
+    recogniser, reader = (fit_recogniser(sentences, config) if synthetic and val_rows else
+                          (None, "none: the sound-class recogniser needs the synthetic corpus; the ASR is the number"))
+    floor = recogniser.error_rate([row.codes for row in val_rows], texts) if recogniser else None
     prompts = [(row.text, f"val {row.clip_id}") for row in val_rows]
     prompts += [(text, f"tts_render.texts[{i}]") for i, text in enumerate(cfg.texts)]
-    codec, rows, spoken = None, [], {}
+    page_val = min(cfg.page_val_sentences, len(val_rows))
+    shown = [*range(page_val), *range(len(val_rows), len(prompts))]
+    codec, rows, spoken, readings = None, [], {}, {}
     with atomic_dir(out) as tmp:
         for step, path in tqdm(checkpoints.items(), desc="render_tts", unit="ckpt"):
             state = load_checkpoint(path)
             vocab = checkpoint_vocab(state, path)
             ids = [encode_prompt(vocab, text, f"params.yaml: {where}") for text, where in prompts]
             meta = state["codec"]
+            frame_rate = int(meta["hybridlm.frame_rate"])
             if codec is None:
                 codec = load_codec(meta["hybridlm.weights"], meta["hybridlm.codec"], device)
             model = ema_model(state, config, device)
-            max_frames = max(1, round(cfg.max_seconds * int(meta["hybridlm.frame_rate"])))
+            max_frames = max(1, round(cfg.max_seconds * frame_rate))
             text = pad_texts(ids).to(device)
             generator = torch.Generator(device).manual_seed(cfg.seed)
             with autocast(precision, device):
@@ -112,31 +184,62 @@ def run(params: dict, *, checkpoints: Path, sentences: Path, eval_metrics: Path,
                 wav = codec.decode(frames[None].to(device)).cpu().numpy()[0]
                 name = f"{folder.name}/prompt-{k}"
                 write_wav(tmp / f"{name}.wav", wav, codec.sample_rate)
+                if k not in shown:
+                    continue  # read and scored, not on the page
                 write_spectrogram(tmp / f"{name}.png", wav, codec.sample_rate, f"step {step}, prompt {k}")
-                weights = alignment(model, frames, text[k][: len(ids[k])]).cpu().numpy()
-                write_alignment(tmp / f"{name}.align.png", weights, prompt, f"step {step}, prompt {k}: alignment")
-                seconds = frames.shape[-1] / int(meta["hybridlm.frame_rate"])
+                weights = alignment(model, frames, text[k][: len(ids[k])])
+                write_alignment(weights, vocab.decode(ids[k]), tmp / f"{name}.align.png",
+                                f"step {step}, prompt {k}", frame_rate)
+                seconds = frames.shape[-1] / frame_rate
                 note = f"({where}; {seconds:.2f} s, {'EOS' if stopped else 'no EOS: cut at max_seconds'})"
-                samples.append(GallerySample(f"{name}.wav", f"{name}.png", prompt, f"{name}.align.png", note))
+                heard = ((None, None, "") if recogniser is None or k >= len(val_rows) else
+                         write_heard(tmp, name, recogniser, frames.cpu().numpy(), prompt, codec.sample_rate,
+                                     f"step {step}, prompt {k}: heard as tones"))
+                samples.append(GallerySample(f"{name}.wav", f"{name}.png", prompt, f"{name}.align.png", note,
+                                             *heard))
             spoken[step] = [tmp / f"{folder.name}/prompt-{k}.wav" for k in range(len(val_rows))]
+            if val_rows:
+                readings[step] = reading_metrics([c.cpu().numpy() for c in codes[: len(val_rows)]],
+                                                 ended[: len(val_rows)], [row.codes for row in val_rows], texts,
+                                                 recogniser, floor)
             train_loss = {int(r["step"]): r["train/loss"] for r in state["history"]}
-            rows.append(GalleryRow(step, evaluations.get(step), train_loss.get(step), None, samples))
+            rows.append(GalleryRow(step, (evaluations.get(step) or {}).get("with_text"), train_loss.get(step), None,
+                                   samples, table_columns(evaluations.get(step), readings.get(step))))
             history = state["history"]
         (tmp / "codec-resynthesis").mkdir()
         ceiling = [tmp / f"codec-resynthesis/val-{k}.wav" for k in range(len(val_rows))]
-        for row, wav_path in zip(val_rows, ceiling):
+        reference: list[GallerySample | None] = []
+        for k, (row, wav_path) in enumerate(zip(val_rows, ceiling)):
             real = torch.from_numpy(row.codes.astype(np.int64))[None]
             write_wav(wav_path, codec.decode(real.to(device)).cpu().numpy()[0], codec.sample_rate)
-        scores = intelligibility(spoken, ceiling, [row.text for row in val_rows], meta["hybridlm.weights"])
+            if k < page_val:
+                heard = ((None, None, "") if recogniser is None else
+                         write_heard(tmp, f"codec-resynthesis/val-{k}", recogniser, row.codes, row.text,
+                                     codec.sample_rate, f"val {k} (real codes): heard as tones"))
+                reference.append(GallerySample(f"codec-resynthesis/val-{k}.wav", None, row.text, None,
+                                               f"(val {row.clip_id}: its real codes)", *heard))
+        reference += [None] * (len(shown) - len(reference))
+        scores = metrics_file(spoken, ceiling, texts, meta["hybridlm.weights"], readings, reader)
         caption = (f"{len(prompts)} prompts per checkpoint read by the EMA weights (cfg scale {cfg.cfg_scale:g}, "
                    f"temperature {cfg.temperature:g}, top-k {cfg.top_k}, seed {cfg.seed}, at most "
-                   f"{cfg.max_seconds:g} s); codec {meta['hybridlm.codec']} with {meta['hybridlm.weights']} weights "
-                   f"at {codec.sample_rate} Hz. Below each sample: cross-attention weights, character against step.")
+                   f"{cfg.max_seconds:g} s), {len(shown)} shown; codec {meta['hybridlm.codec']} with "
+                   f"{meta['hybridlm.weights']} weights at {codec.sample_rate} Hz. Below each sample: the alignment "
+                   f"(cross-attention weights, characters against seconds).")
         if meta["hybridlm.weights"] == "random":
             caption += " RANDOM codec weights (offline demo): the audio is not speech by construction."
+        if recogniser is not None:
+            caption += (" Below that, what the sound-class recogniser heard in the codes, played as the synthetic "
+                        "corpus's own tones.")
         caption += " " + asr.summary_line(scores)
+        note = (f"Gaps from evaluate_tts in nats per target: conditioning = loss without the text minus with it; "
+                f"content = loss with a wrong text of the same shape (every letter swapped for another sound class) "
+                f"minus with the right one (about 0 = the model counts letters without reading them). Over the "
+                f"{len(val_rows)} val readings: duration r = Pearson r of generated against reference length; EOS "
+                f"rate = share ending with a sampled EOS; reading error = class edit distance / length heard by "
+                f"{reader}, floor = its error on the real codes.")
         curves = write_curves(tmp / "curves", history, reference=False)
         write_gallery(tmp / "index.html", rows, caption, curves, ["a text-to-speech fine-tune"],
-                      title="text-to-speech results")
+                      title="text-to-speech results", metrics_note=note, reference=reference)
     write_json(asr_metrics, scores)
-    print(f"render_tts: {len(rows)} checkpoints x {len(prompts)} prompts -> {out}/index.html")
+    print(f"render_tts: {len(rows)} checkpoints x {len(prompts)} prompts ({len(shown)} on the page) -> "
+          f"{out}/index.html")

@@ -58,8 +58,10 @@ def test_stage_run_takes_the_cmd_paths_as_keyword_only_arguments(name):
 def test_stage_params_sections_exist(name):
     params = load_params(SOURCE_ROOT / "params.yaml")
     sections = read_yaml(SOURCE_ROOT / "dvc.yaml")["stages"][name].get("params", [])
-    for section in sections:
-        assert section in SECTIONS and section in params, (name, section)
+    for entry in sections:  # a whole section, or one key of it ("data.source")
+        section, *key = entry.split(".")
+        assert section in SECTIONS and section in params, (name, entry)
+        assert not key or key[0] in params[section], (name, entry)
 
 
 def test_the_library_holds_no_pipeline_paths():

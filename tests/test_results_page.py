@@ -14,6 +14,8 @@ import pytest
 
 from hybridlm.config import load_params
 from hybridlm.demo import demo_overrides
+from hybridlm.data.synthetic import synthesize
+from hybridlm.training.alignment import write_alignment
 from hybridlm.training.gallery import GalleryRow, GallerySample, write_gallery, write_spectrogram, write_wav
 from hybridlm.training.report import REFERENCE_EMA_VAL_LOSS, reference_differences, write_curves
 from hybridlm.workspace import merge
@@ -122,3 +124,61 @@ def test_page_loads_offline_in_headless_chromium(tmp_path):
 
     shot = np.asarray(Image.open(tmp_path / "shot.png").convert("L"), dtype=np.float32)
     assert shot.std() > 10  # not a blank page
+
+
+PROMPTS = ["a quiet word.", "the prisoner was taken to the court on the following morning.", "bat ok.", "zz top."]
+
+
+def build_tts_page(folder: Path) -> Path:
+    """A text-to-speech page as render_tts writes it: a reference row, two checkpoints x four prompts with labelled
+    alignments and what the recogniser heard, and the reading columns in the metrics table. The cells of a prompt
+    share its files (the layout is under test, not the audio)."""
+    curves = write_curves(folder / "curves", history(), reference=False)
+    cells = []
+    for k, prompt in enumerate(PROMPTS):
+        clip = synthesize(prompt, sample_rate=24_000)
+        write_wav(folder / f"prompt-{k}.wav", clip.samples, 24_000)
+        write_spectrogram(folder / f"prompt-{k}.png", clip.samples, 24_000, f"prompt {k}")
+        write_alignment(np.eye(len(clip.text))[np.maximum(clip.char_of_frame, 0)], clip.text,
+                        folder / f"prompt-{k}.align.png", f"prompt {k}")
+        cells.append((f"prompt-{k}.wav", f"prompt-{k}.png", prompt, f"prompt-{k}.align.png", "(val)"))
+    write_wav(folder / "codec-resynthesis/val-0.wav", np.zeros(2400), 24_000)
+    heard = (f"prompt-0.wav", f"prompt-0.png", "heard as sound classes: ...")
+    reference = [GallerySample("codec-resynthesis/val-0.wav", None, PROMPTS[k], None, "(real codes)", *heard)
+                 for k in range(2)] + [None, None]
+    rows = []
+    for step in (100, 200):
+        samples = [GallerySample(*cell, *(heard if k < 2 else ())) for k, cell in enumerate(cells)]
+        evaluation = {"step": step, "loss": 0.9, "ppl": math.exp(0.9), "targets": 999,
+                      "per_codebook": {f"cb{i}": 0.8 + i / 100 for i in range(8)}}
+        extra = {"val loss without text": "0.9859", "conditioning gap": "0.0897", "content gap": f"{step / 1e4:.4f}",
+                 "content gap cb0": "0.0950", "reading error (floor)": "0.170 (0.000)", "duration r": "0.912",
+                 "EOS rate": "0.97"}
+        rows.append(GalleryRow(step, evaluation, 0.5, None, samples, extra))
+    write_gallery(folder / "index.html", rows, "caption", curves, ["a text-to-speech fine-tune"],
+                  title="text-to-speech results", metrics_note="what the columns mean", reference=reference)
+    return folder / "index.html"
+
+
+@pytest.fixture(scope="module")
+def tts_page(tmp_path_factory) -> Path:
+    return build_tts_page(tmp_path_factory.mktemp("tts-page"))
+
+
+def test_tts_page_puts_the_reading_metrics_beside_the_losses_and_links_the_reference(tts_page):
+    page = tts_page.read_text()
+    head = re.search(r'<table class="metrics"><thead>(.*?)</thead>', page, re.S).group(1)
+    assert head.index("EMA val loss") < head.index("val loss without text") < head.index("content gap") < \
+        head.index("reading error (floor)") < head.index("duration r") < head.index("EOS rate") < head.index("<th>cb0</th>")
+    row = re.search(r'<tr id="metrics-200">(.*?)</tr>', page, re.S).group(1)
+    assert "<td>0.0200</td>" in row and "<td>0.170 (0.000)</td>" in row and "<td>0.912</td>" in row
+    reference = re.search(r'<tr id="reference">(.*?)</tr>', page, re.S).group(1)
+    assert reference.count('src="codec-resynthesis/val-0.wav"') == 2 and reference.count("&mdash;") == 2
+    assert page.index('id="reference"') < page.index('id="step-100"')
+    assert page.count('class="heard"') == 2 + 2 * 2 and "what the columns mean" in page
+
+
+@pytest.mark.skipif(check_gallery.find_browser() is None, reason="needs Chromium (apt-get install -y chromium)")
+def test_tts_page_fits_1400_px_in_headless_chromium(tts_page, tmp_path):
+    ok, summary = check_gallery.check(tts_page, tmp_path / "shot.png")
+    assert ok and "0 px wider than the 1400 px window" in summary, summary

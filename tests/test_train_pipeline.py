@@ -241,14 +241,21 @@ def test_tts_stages_write_checkpoints_the_gap_a_gallery_and_say_reads(workspace,
     final = evals["final"]
     assert final["step"] == 4 and final["with_text"]["targets"] == final["without_text"]["targets"] > 0
     assert final["conditioning_gap"] == pytest.approx(final["without_text"]["loss"] - final["with_text"]["loss"])
+    # the content gap: a same-shape wrong text against the right one, overall and per codebook
+    assert final["content_gap"] == pytest.approx(final["wrong_text"]["loss"] - final["with_text"]["loss"])
+    assert final["content_gap"] != 0 and final["wrong_text"]["targets"] == final["with_text"]["targets"]
+    assert final["content_gap_per_codebook"]["cb0"] == pytest.approx(
+        final["wrong_text"]["per_codebook"]["cb0"] - final["with_text"]["per_codebook"]["cb0"])
     out = workspace / STAGES["render_tts"].options()["out"]
     page = (out / "index.html").read_text()
-    assert page.count('class="prompt"') == 2 * 2 and "&ldquo;a word.&rdquo;" in page  # 2 checkpoints x 2 prompts
+    # 2 checkpoints x 2 prompts, and the reference row's val clip
+    assert page.count('class="prompt"') == 2 * 2 + 1 and "&ldquo;a word.&rdquo;" in page
     for step in (2, 4):
         for k in range(2):
-            for suffix in (".wav", ".png", ".align.png"):
+            for suffix in (".wav", ".png", ".align.png") + ((".heard.wav", ".heard.png") if k == 0 else ()):
                 assert (out / f"step-{step:06d}" / f"prompt-{k}{suffix}").stat().st_size > 0
     assert (out / "codec-resynthesis/val-0.wav").stat().st_size > 0
+    assert 'src="codec-resynthesis/val-0.wav"' in page and "content gap cb0" in page and "EOS rate" in page
     # Intelligibility: the ASR on the 1 val reading per checkpoint and on the codec resynthesis of its real clip.
     scores = json.loads((workspace / STAGES["render_tts"].options()["asr_metrics"]).read_text())
     assert scores["asr"] == "pocketsphinx" and scores["codec_weights"] == "random", scores
@@ -256,8 +263,15 @@ def test_tts_stages_write_checkpoints_the_gap_a_gallery_and_say_reads(workspace,
     for key in ("ceiling", "step_2", "step_4"):
         assert 0 <= scores[key]["wer"] < math.inf and 0 <= scores[key]["cer"] < math.inf
         assert scores[key]["utterances"] == 1 and "realtime_factor" not in scores[key]  # timing: not a result
+    for key in ("step_2", "step_4"):  # one val reading: no correlation; the sound-class recogniser scores it
+        assert scores[key]["sentences"] == 1 and scores[key]["duration_correlation"] is None
+        assert scores[key]["eos_rate"] in (0.0, 1.0) and scores[key]["reading_error_rate"] >= 0
+        assert scores[key]["reading_error_floor"] == scores["final"]["reading_error_floor"]
+    assert scores["reader"].startswith("hybridlm.synthetic_asr")
     assert f"step 4 WER {scores['step_4']['wer']:.2f}" in page and "ceiling (codec resynthesis" in page
-    assert "Intelligibility (pocketsphinx ASR" in summary(workspace)
+    printed = summary(workspace)
+    assert "Intelligibility (pocketsphinx ASR" in printed and "content gap" in printed
+    assert "Readings of 1 val sentences at step 4: duration r undefined" in printed and "recogniser floor" in printed
     wav = tmp_path / "speech.wav"
     said = run_tool(workspace, "hybridlm", "say", "A word.", "--checkpoint",
                     str(workspace / tts["checkpoints"] / "step-000004.pt"), "--out", str(wav), "--max-seconds", "0.2",

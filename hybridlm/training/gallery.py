@@ -10,7 +10,7 @@ no tooling, offline included.
 from __future__ import annotations
 
 import html
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import matplotlib
@@ -40,39 +40,41 @@ def write_spectrogram(path: Path, audio: np.ndarray, sample_rate: int, title: st
     plt.close(fig)
 
 
-def write_alignment(path: Path, weights: np.ndarray, text: str, title: str) -> None:
-    """Cross-attention weights ``[audio steps, characters]`` as a PNG: character (y, first at the bottom) against
-    audio step (x). A model that reads in order draws a rising diagonal; skips and repeats show as jumps and
-    plateaus."""
-    fig, ax = plt.subplots(figsize=(6, 2.6), dpi=100)
-    ax.imshow(weights.T, aspect="auto", origin="lower", cmap="viridis", interpolation="nearest")
-    ax.set(title=title, xlabel="audio step (delayed)", ylabel=f"character (of {len(text)})")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-
-
 @dataclass(frozen=True)
 class GallerySample:
-    """One cell: paths relative to the page, plus (text-to-speech) the prompt, a note and its alignment plot."""
+    """One cell: paths relative to the page, plus (text-to-speech) the prompt, a note, its alignment plot and, on the
+    synthetic corpus, what the recogniser heard (hybridlm.synthetic_asr) as the corpus's tones: WAV, spectrogram
+    and the class sequence in words."""
 
     wav: str
     png: str
     prompt: str | None = None
     alignment: str | None = None
     note: str = ""
+    heard_wav: str | None = None
+    heard_png: str | None = None
+    heard_note: str = ""
 
 
-def _cell(step: int, sample: GallerySample) -> str:
+def _media(wav: str, png: str | None, alt: str) -> str:
+    image = "" if png is None else f'<br><img src="{html.escape(png)}" alt="{html.escape(alt)}">'
+    return f'<audio controls preload="metadata" src="{html.escape(wav)}"></audio>{image}'
+
+
+def _cell(label: str, sample: GallerySample | None) -> str:
+    if sample is None:
+        return "<td>&mdash;</td>"
     parts = []
     if sample.prompt is not None:
         parts.append(f'<p class="prompt">&ldquo;{html.escape(sample.prompt)}&rdquo; {html.escape(sample.note)}</p>')
-    parts.append(f'<audio controls preload="metadata" src="{html.escape(sample.wav)}"></audio><br>'
-                 f'<img src="{html.escape(sample.png)}" alt="spectrogram of step {step} {html.escape(sample.wav)}"'
-                 f' width="420">')
+    parts.append(_media(sample.wav, sample.png, f"spectrogram of {label} {sample.wav}"))
     if sample.alignment is not None:
-        parts.append(f'<br><img src="{html.escape(sample.alignment)}" alt="alignment of step {step} '
-                     f'{html.escape(sample.wav)}" width="420">')
+        parts.append(f'<br><img src="{html.escape(sample.alignment)}" alt="alignment of {label} '
+                     f'{html.escape(sample.wav)}">')
+    if sample.heard_wav is not None:
+        parts.append(f'<p class="heard">{html.escape(sample.heard_note)}</p>'
+                     + _media(sample.heard_wav, sample.heard_png, f"what the recogniser heard in {label} "
+                              f"{sample.wav}"))
     return f"<td>{''.join(parts)}</td>"
 
 
@@ -83,6 +85,7 @@ class GalleryRow:
     train_loss: float | None  # train loss logged at this step (the checkpoint's history)
     reference_loss: float | None  # the reference run's published EMA val loss at this step, when comparable
     samples: list[GallerySample]
+    extra: dict[str, str] = field(default_factory=dict)  # more metrics columns (header -> formatted value)
 
 
 def _number(value: float | None, digits: int) -> str:
@@ -90,17 +93,21 @@ def _number(value: float | None, digits: int) -> str:
 
 
 def metrics_table(rows: list[GalleryRow]) -> str:
-    """A row per checkpoint: EMA val loss and PPL, train loss, the reference value, val tokens, CE per codebook."""
+    """A row per checkpoint: EMA val loss and PPL, train loss, the reference value, val tokens, the rows' extra
+    columns, CE per codebook."""
     codebooks = sorted({cb for r in rows if r.evaluation for cb in r.evaluation["per_codebook"]},
                        key=lambda name: int(name.removeprefix("cb")))
+    extra = list(dict.fromkeys(name for r in rows for name in r.extra))
     head = ("<th>step</th><th>EMA val loss</th><th>EMA val PPL</th><th>train loss</th><th>reference EMA val loss"
-            "</th><th>val tokens</th>" + "".join(f"<th>{html.escape(cb)}</th>" for cb in codebooks))
+            "</th><th>val tokens</th>" + "".join(f"<th>{html.escape(name)}</th>" for name in extra)
+            + "".join(f"<th>{html.escape(cb)}</th>" for cb in codebooks))
     body = []
     for row in rows:
         ev = row.evaluation or {}
         per = ev.get("per_codebook", {})
         cells = [_number(ev.get("loss"), 4), _number(ev.get("ppl"), 2), _number(row.train_loss, 4),
                  _number(row.reference_loss, 4), f"{ev['targets']:,}" if "targets" in ev else "&mdash;"]
+        cells += [html.escape(row.extra.get(name, "—")) for name in extra]
         cells += [_number(per.get(cb), 4) for cb in codebooks]
         body.append(f'<tr id="metrics-{row.step}"><th>{row.step}</th>' + "".join(f"<td>{c}</td>" for c in cells)
                     + "</tr>")
@@ -120,16 +127,22 @@ def curves_section(curves: list[Curve], reference_differences: list[str]) -> str
 
 
 def write_gallery(path: Path, rows: list[GalleryRow], caption: str, curves: list[Curve],
-                  reference_differences: list[str], title: str = "results") -> None:
-    """The results page: training curves, the metrics table, then a row per checkpoint (step, EMA val loss) with
-    a cell per sample (audio player + spectrogram; for text-to-speech the prompt above and the alignment below).
-    Every path in it is relative to the page."""
+                  reference_differences: list[str], title: str = "results", metrics_note: str = "",
+                  reference: list[GallerySample | None] | None = None) -> None:
+    """The results page: training curves, the metrics table (``metrics_note`` explains its extra columns), then a
+    row per checkpoint (step, EMA val loss) with a cell per sample (audio player + spectrogram; for text-to-speech
+    the prompt above and the alignment below), after a ``reference`` row (the real clips through the codec) when
+    given. The sample columns share the page width, so none is cut off. Every path in it is relative to the page."""
     columns = max(len(r.samples) for r in rows)
     head = "".join(f"<th>sample {i}</th>" for i in range(columns))
     body = []
+    if reference is not None:
+        cells = "".join(_cell("the reference", sample) for sample in reference)
+        body.append(f'<tr id="reference"><th class="step">reference<br><span class="loss">the real codes, '
+                    f'decoded (codec resynthesis)</span></th>{cells}</tr>')
     for row in rows:
         loss = "n/a" if row.evaluation is None else f"{row.evaluation['loss']:.4f}"
-        cells = "".join(_cell(row.step, sample) for sample in row.samples)
+        cells = "".join(_cell(f"step {row.step}", sample) for sample in row.samples)
         body.append(f'<tr id="step-{row.step}"><th class="step">step {row.step}<br>'
                     f'<span class="loss">EMA val loss {loss}</span></th>{cells}</tr>')
     page = f"""<!doctype html>
@@ -137,9 +150,12 @@ def write_gallery(path: Path, rows: list[GalleryRow], caption: str, curves: list
 <style>
 body {{ font-family: sans-serif; margin: 1.5em; }}
 table {{ border-collapse: collapse; }} td, th {{ border: 1px solid #ccc; padding: 6px; vertical-align: top; }}
-th.step {{ text-align: left; white-space: nowrap; }} .loss {{ font-weight: normal; color: #555; }}
-audio {{ width: 420px; }} .prompt {{ max-width: 420px; margin: 0 0 4px; }} .curves img {{ margin: 0 8px 8px 0; }}
-table.metrics td {{ text-align: right; font-variant-numeric: tabular-nums; }}
+th.step {{ text-align: left; width: 8em; }} .loss {{ font-weight: normal; color: #555; }}
+table.samples {{ width: 100%; table-layout: fixed; }} table.samples img {{ width: 100%; max-width: 600px; }}
+audio {{ width: 100%; max-width: 420px; }} .prompt, .heard {{ margin: 0 0 4px; overflow-wrap: anywhere; }}
+.heard {{ margin-top: 6px; color: #333; }} .curves img {{ margin: 0 8px 8px 0; max-width: 100%; }}
+table.metrics {{ font-size: 0.85em; }} table.metrics th {{ font-weight: 600; }}
+table.metrics td {{ text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }}
 </style></head>
 <body>
 <h1>hybridlm: {html.escape(title)}</h1>
@@ -147,19 +163,19 @@ table.metrics td {{ text-align: right; font-variant-numeric: tabular-nums; }}
 {curves_section(curves, reference_differences)}
 <h2>Metrics per checkpoint</h2>
 <p>EMA val loss and PPL from the evaluate stage; train loss as logged at that step; cross-entropy
-per codebook in nats.</p>
+per codebook in nats.{" " + html.escape(metrics_note) if metrics_note else ""}</p>
 {metrics_table(rows)}
 <h2>Samples</h2>
 <p>{html.escape(caption)}</p>
-<table>
+<table class="samples">
 <thead><tr><th>checkpoint</th>{head}</tr></thead>
 <tbody>
 {chr(10).join(body)}
 </tbody>
 </table>
 <script>
-// Self-check for headless browsers (scripts/check_gallery.py reads these attributes): how many images decoded
-// and how many audio files a browser could open.
+// Self-check for headless browsers (scripts/check_gallery.py reads these attributes): how many images decoded,
+// how many audio files a browser could open, and how far the page is wider than the window (> 0: cut off).
 window.addEventListener("load", async () => {{
   const images = [...document.images];
   const players = [...document.querySelectorAll("audio")];
@@ -171,6 +187,7 @@ window.addEventListener("load", async () => {{
   }})));
   document.body.dataset.images = `${{images.filter((i) => i.complete && i.naturalWidth > 0).length}}/${{images.length}}`;
   document.body.dataset.audio = `${{playable.filter(Boolean).length}}/${{players.length}}`;
+  document.body.dataset.overflow = `${{document.documentElement.scrollWidth - document.documentElement.clientWidth}}`;
 }});
 </script>
 </body></html>
