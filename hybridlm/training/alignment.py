@@ -54,7 +54,7 @@ def write_alignment(weights, text: str, path: Path | str, title: str = "", frame
     matrix = _as_matrix(weights, text)
     stats = alignment_stats(matrix, text)
     frames, length = matrix.shape
-    fig, ax = plt.subplots(figsize=(min(12.0, 3.0 + frames / 60), min(10.0, 2.0 + length / 12)), dpi=100)
+    fig, ax = plt.subplots(figsize=(min(12.0, 4.5 + frames / 60), min(10.0, 2.0 + length / 12)), dpi=100)
     image = ax.imshow(matrix.T, origin="lower", aspect="auto", interpolation="nearest", cmap="viridis")
     every = max(1, -(-length // MAX_TICK_LABELS))
     ticks = list(range(0, length, every))

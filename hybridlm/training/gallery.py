@@ -168,7 +168,7 @@ per codebook in nats.{" " + html.escape(metrics_note) if metrics_note else ""}</
 <h2>Samples</h2>
 <p>{html.escape(caption)}</p>
 <table class="samples">
-<thead><tr><th>checkpoint</th>{head}</tr></thead>
+<thead><tr><th class="step">checkpoint</th>{head}</tr></thead>
 <tbody>
 {chr(10).join(body)}
 </tbody>

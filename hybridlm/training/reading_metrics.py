@@ -20,11 +20,12 @@ from hybridlm.synthetic_asr import Recogniser
 
 
 def pearson(x: Sequence[float], y: Sequence[float]) -> float | None:
-    """Pearson r of ``x`` and ``y``; None where it is undefined (fewer than 2 pairs, or a constant side)."""
+    """Pearson r of ``x`` and ``y``; None where it says nothing (fewer than 3 pairs: two points always give +-1; or
+    a constant side)."""
     x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
     if len(x) != len(y):
         raise ValueError(f"pearson: {len(x)} values against {len(y)}")
-    if len(x) < 2 or x.std() == 0 or y.std() == 0:
+    if len(x) < 3 or x.std() == 0 or y.std() == 0:
         return None
     return float(np.corrcoef(x, y)[0, 1])
 
