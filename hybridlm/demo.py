@@ -46,8 +46,8 @@ def summary(workdir: Path) -> str:
     tts = load(stages["evaluate_tts"].options()["metrics"])
     lines += [f"  text-to-speech step {v['step']:>5}: EMA val loss {v['with_text']['loss']:.4f} with the text, "
               f"{v['without_text']['loss']:.4f} without (gap {v['conditioning_gap']:+.4f} nats), content gap "
-              f"{v['content_gap']:+.4f} (codebook 0 {v['content_gap_per_codebook']['cb0']:+.4f}): a wrong text of "
-              f"the same shape costs that much" for k, v in tts.items() if k != "final"]
+              f"{v['content_gap']:+.4f} (codebook 0 {v['content_gap_per_codebook']['cb0']:+.4f})"
+              for k, v in tts.items() if k != "final"]
     readings = load(stages["render_tts"].options()["asr_metrics"])
     lines += ["  " + reading_line(readings), "  " + summary_line(readings)]
     return "\n".join(lines)

@@ -78,3 +78,20 @@ def test_what_it_heard_renders_as_the_corpus_tones():
     assert len(synthesize_classes(np.array([-1, 3, 3, 3]))) == 4 * 294
     with pytest.raises(ValueError, match="classes must be -1"):
         synthesize_classes(np.array([0, 8]))
+
+
+def test_reading_metrics_of_faithful_and_text_ignoring_readings(fitted):
+    from hybridlm.training.reading_metrics import pearson, reading_metrics
+
+    codes, texts = corpus(12, seed=4)
+    faithful = reading_metrics(codes, [True] * 12, codes, texts, fitted, 0.0)
+    assert faithful == {"sentences": 12, "duration_correlation": pytest.approx(1.0), "eos_rate": 1.0,
+                        "reading_error_rate": 0.0, "reading_error_floor": 0.0}
+    # one fixed-length reading of another sentence for every text: no duration tracking, near-chance reading
+    ignoring = reading_metrics([codes[0]] * 12, [False] * 6 + [True] * 6, codes, texts, fitted, 0.0)
+    assert ignoring["duration_correlation"] is None and ignoring["eos_rate"] == 0.5
+    assert ignoring["reading_error_rate"] > CHANCE - 0.2
+    assert "reading_error_rate" not in reading_metrics(codes, [True] * 12, codes, texts, None, None)
+    assert pearson([1, 2], [2, 1]) is None and pearson([1, 2, 3], [2, 4, 7]) == pytest.approx(0.9934, abs=1e-4)
+    with pytest.raises(ValueError, match="1 readings, 2 EOS flags"):
+        reading_metrics(codes[:1], [True, True], codes[:1], texts[:1], None, None)

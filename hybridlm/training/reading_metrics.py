@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from hybridlm.data.synthetic import LETTER_CLASSES
 from hybridlm.synthetic_asr import Recogniser
 
 
@@ -57,5 +58,5 @@ def summary_line(metrics: dict) -> str:
             f"{'undefined' if r is None else f'{r:.2f}'}, EOS rate {final['eos_rate']:.2f}")
     if "reading_error_rate" in final:
         line += (f", reading error rate {final['reading_error_rate']:.2f} (recogniser floor "
-                 f"{final['reading_error_floor']:.2f}; chance ~{1 - 1 / 8:.3f})")
+                 f"{final['reading_error_floor']:.2f}; chance ~{1 - 1 / len(LETTER_CLASSES):.3f})")
     return line + "."
