@@ -11,7 +11,7 @@ import pytest
 from hybridlm import asr
 from hybridlm.data.ljspeech import parse_metadata
 from hybridlm.data.synthetic import write_wav_int16
-from hybridlm.stages.render_tts import intelligibility
+from hybridlm.stages.render_tts import metrics_file
 
 def test_scoring_text():
     assert asr.scoring_text('He said, "Twenty-two" (Zürich); don\'t!') == "he said twenty two zurich don't"
@@ -61,10 +61,12 @@ def test_unavailable_asr_is_said_never_a_zero(monkeypatch, tmp_path):
     with pytest.raises(RuntimeError, match="asr: unavailable"):
         asr.Recognizer()
     # render_tts's metrics file: every entry says so, and no WER/CER number anywhere (not even the ceiling).
-    scores = intelligibility({2: [tmp_path / "a.wav"], 4: [tmp_path / "b.wav"]}, [tmp_path / "c.wav"], ["word"],
-                             "random")
+    readings = {2: {"eos_rate": 1.0}, 4: {"eos_rate": 0.0}}
+    scores = metrics_file(readings, "none", {2: [tmp_path / "a.wav"], 4: [tmp_path / "b.wav"]},
+                          [tmp_path / "c.wav"], ["word"], "random")
     assert scores["asr"] == scores["ceiling"]["asr"] == scores["final"]["asr"] == metrics["asr"]
-    assert sorted(scores) == ["asr", "ceiling", "codec_weights", "final", "step_2", "step_4"]
+    assert sorted(scores) == ["asr", "ceiling", "codec_weights", "final", "reader", "step_2", "step_4"]
+    assert scores["final"]["eos_rate"] == 0.0  # the reading metrics stay
     assert not {"wer", "cer"} & {key for entry in scores.values() if isinstance(entry, dict) for key in entry}
     assert asr.summary_line(scores) == f"Intelligibility: ASR {metrics['asr']}."
 
