@@ -274,7 +274,7 @@ def test_tts_stages_write_checkpoints_the_gap_a_gallery_and_say_reads(workspace,
     assert "Readings of 1 val sentences at step 4: duration r undefined" in printed and "recogniser floor" in printed
     wav = tmp_path / "speech.wav"
     said = run_tool(workspace, "hybridlm", "say", "A word.", "--checkpoint",
-                    str(workspace / tts["checkpoints"] / "step-000004.pt"), "--out", str(wav), "--max-seconds", "0.2",
+                    str(workspace / tts["checkpoints"] / "step-000004.pt"), "--out", str(wav), "--max-seconds", "0.4",
                     capture=True)
     assert "say: " in said.stdout and wav.stat().st_size > 44
 
@@ -294,5 +294,5 @@ def test_exp_run_with_phonemes_reruns_only_the_tts_stages_and_say_reads_through_
     wav = tmp_path / "speech.wav"
     said = run_tool(workspace, "hybridlm", "say", "In 1963.", "--checkpoint",  # spelled out before espeak
                     str(sorted((workspace / tts["checkpoints"]).iterdir())[-1]), "--out", str(wav),
-                    "--max-seconds", "0.2", capture=True)
+                    "--max-seconds", "1.5", capture=True)
     assert "say: " in said.stdout and wav.stat().st_size > 44
