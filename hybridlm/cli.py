@@ -140,6 +140,7 @@ def train(
 def train_tts(
     params: Path = PARAMS,
     sentences: Path = _path("Sentence shards folder ({train,val}/, with the text column) to read."),
+    alignments: Path = _path("The align stage's folder ({train,val}.jsonl: frames per text id) to read."),
     init_from: Path = _path("Unconditional checkpoint to start from, or a folder of them (its latest step)."),
     checkpoints: Path = _path("Folder to write step-NNNNNN.pt checkpoints to."),
     live: Path = _path("DVCLive folder to write the per-step curves to."),
@@ -151,7 +152,8 @@ def train_tts(
     from hybridlm.training.loop import TrainingDiverged
 
     try:
-        _run("train_tts", params, {"sentences": sentences, "init_from": init_from, "checkpoints": checkpoints,
+        _run("train_tts", params, {"sentences": sentences, "alignments": alignments, "init_from": init_from,
+                                   "checkpoints": checkpoints,
                                    "live": live, "metrics": metrics, "timing": timing})
     except (TrainingDiverged, BackendParityError, ImportError) as exc:
         _fail(exc)
@@ -173,11 +175,14 @@ def evaluate_tts(
     params: Path = PARAMS,
     checkpoints: Path = _path("Text-to-speech checkpoint folder to read."),
     sentences: Path = _path("Sentence shards folder to read (val/ is evaluated)."),
+    alignments: Path = _path("The align stage's folder: val.jsonl gives the frames per text id read with; "
+                             "val_oracle.jsonl, where present, the true ones (the oracle cap)."),
     init_from: Path = _path("The checkpoint train_tts started from (part of its data identity)."),
     metrics: Path = _path("JSON metrics to write (val loss with and without the text per checkpoint)."),
 ) -> None:
     """EMA val cross-entropy of every text-to-speech checkpoint, with and without the text."""
-    _run("evaluate_tts", params, {"checkpoints": checkpoints, "sentences": sentences, "init_from": init_from,
+    _run("evaluate_tts", params, {"checkpoints": checkpoints, "sentences": sentences, "alignments": alignments,
+                                  "init_from": init_from,
                                   "metrics": metrics})
 
 

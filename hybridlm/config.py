@@ -262,7 +262,7 @@ class RenderParams:
 class TtsTrainParams(TrainingRules):
     """``tts_train``: the text-conditioned fine-tune. Every ``train`` key (same meaning and type, own values), plus
     the unconditional checkpoint it starts from, the text dropout that classifier-free guidance needs and the
-    guided-attention penalty that teaches the cross-attention where to read."""
+    decoder input dropout that makes the model read (hybridlm.training.batching.hidden_frames)."""
 
     # train's keys first, in train's order: checkpoints pickle the section in field order (provenance), so the
     # order is part of their bytes.
@@ -289,10 +289,8 @@ class TtsTrainParams(TrainingRules):
     # train_tts cmd (--init-from) and deps. No default: a pipeline path, which params.yaml (and so dvc.yaml) names.
     init_from: Annotated[Str, Field(min_length=1)] = Field(kw_only=True)
     text_dropout: Fraction = 0.1  # P(a training row loses its text)
-    # Weight of the guided-attention penalty (training/guided_attention.py: cross-attention mass off the text-audio
-    # diagonal), 0 = off; and its width g, as a fraction of the text and of the audio.
-    guided_attention: Annotated[Float, Field(ge=0.0)] = 1.0
-    guided_attention_width: PositiveFloat = 0.2
+    # P(a frame of the decoder's input is shown as PAD); the targets keep it. Against the copy-previous-frame shortcut.
+    input_dropout: Fraction = 0.3
 
 
 @params_section("tts_evaluate")

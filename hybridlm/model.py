@@ -13,10 +13,13 @@ Token layout: ``tokens[b, q, s]`` is the delayed sequence of :mod:`hybridlm.dela
 codebook has its own 1027-way output head; ``logits[b, q, s]`` predicts ``tokens[b, q, s + 1]``.
 
 Text conditioning (``config.text.layers > 0``, the text-to-speech stages): a small bidirectional text encoder over
-character ids, and gated cross-attention into its states after the decoder layers in ``text.cross_attention_layers``.
-The cross-attention output projections start at 0, so a freshly built conditioned model computes exactly what the
-same decoder computes without text, which is what lets it start from an unconditional checkpoint (warm start) and
-what classifier-free guidance uses as its "no text" branch: an empty (all-pad) text row switches the cross-attention off for that row.
+character ids, a duration predictor on its states, and after the decoder layers in ``text.cross_attention_layers`` a
+gated cross-attention that reads through a hard monotonic pointer: at each step it sees exactly one text id, the one
+sounding ``text.pointer_early`` frames ahead (from the aligner's frames per id in training, from the duration
+predictor when sampling), or an "end of text" state once the text is over. The cross-attention output projections
+start at 0, so a freshly built conditioned model computes exactly what the same decoder computes without text,
+which is what lets it start from an unconditional checkpoint (warm start) and what classifier-free guidance uses as
+its "no text" branch: an empty (all-pad) text row switches the cross-attention off for that row.
 """
 
 from __future__ import annotations
@@ -60,7 +63,9 @@ class TextConfig:
     n_heads: Annotated[Int, Field(ge=1)] = 4  # text encoder self-attention heads
     d_ff: Annotated[Int, Field(ge=1)] = 1024
     vocab_size: Annotated[Int, Field(ge=3)] = 64  # text ids < this (pad 0, unk 1, characters)
-    cross_heads: Annotated[Int, Field(ge=1)] = 1  # heads of each decoder cross-attention
+    # The pointer shows the text id sounding this many frames ahead: onsets are where the text is needed, and a
+    # codec's codes change a few frames after the sound does.
+    pointer_early: Annotated[Int, Field(ge=0)] = 2
     frontend: Literal["chars", "phonemes"] = "chars"  # text units: characters, or espeak-ng IPA (hybridlm.text)
     # Decoder layers (0-based) followed by a cross-attention into the text; null = the attention (A) layers.
     cross_attention_layers: list[Annotated[Int, Field(ge=0)]] | None = None
@@ -128,9 +133,6 @@ class ModelConfig:
 
     def _check_text(self) -> None:
         text, section = self.text, "tts_model"
-        if self.d_model % text.cross_heads:
-            raise ParamError(f"params.yaml: 'model.d_model' ({self.d_model}) must be divisible by "
-                             f"'{section}.cross_heads' ({text.cross_heads})")
         listed = text.cross_attention_layers
         if listed is not None:
             bad = [i for i in listed if not 0 <= i < len(self.schedule)]
@@ -275,23 +277,23 @@ class GDNCache:
 
 @dataclass
 class CrossCache:
-    """One cross-attention's keys and values over the text ``[B, heads, text_len, head_dim]``, computed once per
-    prompt; ``attend [B, 1, 1, text_len]`` masks padding, ``has_text [B]`` is False for rows without text."""
+    """One cross-attention's values over the text ``[B, text_len + 1, d_model]`` (the last one: "end of text"),
+    computed once per prompt; ``has_text [B]`` is False for rows without text."""
 
-    k: torch.Tensor
     v: torch.Tensor
-    attend: torch.Tensor
     has_text: torch.Tensor
 
 
 @dataclass
 class ModelCache:
     """Per-layer caches plus the number of steps already consumed (the RoPE offset). ``forward`` updates it.
-    ``cross`` holds the text keys/values per cross-attention layer (empty: no text)."""
+    ``cross`` holds the text values per cross-attention layer (empty: no text), ``ends [B, text_len]`` the frame at
+    which each text id ends (the pointer's path)."""
 
     layers: list[KVCache | GDNCache]
     length: int = 0
     cross: dict[int, CrossCache] = field(default_factory=dict)
+    ends: torch.Tensor | None = None
 
     @property
     def batch_size(self) -> int:
@@ -497,6 +499,12 @@ class TextEncoder(nn.Module):
 
     Bidirectional: every character sees the whole sentence (its neighbours decide how it sounds). A row with no
     text at all attends over its pads, so its states stay finite; the cross-attention ignores such rows.
+
+    ``duration`` predicts each id's log(1 + frames) from its state and id (FastSpeech 2): what places the pointer when
+    sampling, so that the length and the end of a reading follow the text. It reads detached states, so its loss
+    trains the predictor alone and never competes with reading (as Glow-TTS's; measured on the demo, letting it
+    train the encoder took the content gap from 0.026 to 0.001); its last layer has the model's one bias (the mean
+    log duration).
     """
 
     def __init__(self, text: TextConfig) -> None:
@@ -505,6 +513,9 @@ class TextEncoder(nn.Module):
         self.embed = nn.Embedding(text.vocab_size, text.d_model)
         self.layers = nn.ModuleList(TextEncoderBlock(text) for _ in range(text.layers))
         self.norm = RMSNorm(text.d_model)
+        self.duration_embed = nn.Embedding(text.vocab_size, text.d_model)
+        self.duration = nn.Sequential(nn.Linear(text.d_model, text.d_model, bias=False), nn.SiLU(),
+                                      nn.Linear(text.d_model, 1))
 
     def forward(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if ids.ndim != 2 or ids.shape[1] < 1 or ids.dtype not in (torch.long, torch.int32):
@@ -522,9 +533,32 @@ class TextEncoder(nn.Module):
             x = layer(x, attend)
         return self.norm(x), mask
 
+    def log_durations(self, states: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """``[B, L]`` predicted log(1 + frames) of each id, from the encoder ``states`` (detached: context) plus the
+        predictor's own embedding of the id (what the id alone says: measured on the demo, the detached states
+        alone left the duration loss at ~0.4 and the readings off their text)."""
+        return self.duration(states.detach() + self.duration_embed(ids)).squeeze(-1)
+
+
+def text_pointer(ends: torch.Tensor, start: int, steps: int, early: int) -> torch.Tensor:
+    """``[B, steps]``: the text position each decoder position ``start ..`` reads, from ``ends [B, L]`` (the frame
+    at which each id ends: cumulative frames per id, pads adding 0).
+
+    Delay pattern: input position ``s`` predicts codebook 0 of frame ``s`` (and codebook q of frame ``s - q``, which
+    follows from the codes already heard), so it reads the id sounding in frame ``s + early``; ids of 0 frames are
+    passed over; from the frame where the text ends on, position ``L`` ("end of text")."""
+    frames = torch.arange(start, start + steps, device=ends.device) + early
+    return torch.searchsorted(ends.contiguous(), frames.expand(ends.shape[0], -1).contiguous(), right=True)
+
 
 class CrossAttention(nn.Module):
-    """x + tanh(gate) * o(attn(q = norm(x), k/v = text states)): pre-norm, gated residual that adds 0 at init.
+    """x + tanh(gate) * o(v(text state at the pointer)): cross-attention whose weights are a hard monotonic pointer
+    (1 on the id :func:`text_pointer` gives, 0 elsewhere), a gated residual that adds 0 at init.
+
+    Why a pointer and not learned attention weights: measured on the demo (docs/tts.md), free attention, guided
+    towards the diagonal or even supervised with the right character, did not find the character at this scale
+    (the decoder's query would have to count the letters heard so far), while the pointer from the aligner read.
+    Past the text's end the pointer shows ``end``, a learned text-space state: where EOS is sampled.
 
     Why the output projection ``o`` starts at 0 (HybridLM zeroes it) and the gate at 1: at step 0 the conditioned
     model is exactly the decoder it starts from, so a warm start loses nothing. A gate at 0 (as Flamingo) with a
@@ -538,35 +572,24 @@ class CrossAttention(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         d, text_d = config.d_model, config.text.d_model
-        self.n_heads, self.head_dim = config.text.cross_heads, d // config.text.cross_heads
-        self.norm = RMSNorm(d)
-        self.q_proj = nn.Linear(d, d, bias=False)
-        self.k_proj = nn.Linear(text_d, d, bias=False)
+        self.end = nn.Embedding(1, text_d)  # the text state shown once the text is over
         self.v_proj = nn.Linear(text_d, d, bias=False)
         self.o_proj = nn.Linear(d, d, bias=False)
         self.gate = nn.Parameter(torch.ones(1))
 
     def memory(self, states: torch.Tensor, mask: torch.Tensor) -> CrossCache:
-        """Keys and values of the text states (what generation computes once per prompt)."""
-        batch, length, _ = states.shape
-        k = self.k_proj(states).view(batch, length, self.n_heads, self.head_dim).transpose(1, 2)
-        v = self.v_proj(states).view(batch, length, self.n_heads, self.head_dim).transpose(1, 2)
-        has_text = mask.any(dim=1)
-        attend = (mask | ~has_text[:, None])[:, None, None, :]  # a textless row attends over pads: finite, then 0
-        return CrossCache(k=k, v=v, attend=attend, has_text=has_text)
+        """Values of the text states and of ``end`` after them (what generation computes once per prompt)."""
+        end = self.end.weight[None].expand(states.shape[0], 1, -1).to(states.dtype)
+        return CrossCache(v=self.v_proj(torch.cat([states, end], dim=1)), has_text=mask.any(dim=1))
 
-    def forward(self, x: torch.Tensor, memory: CrossCache, alignments: list | None = None) -> torch.Tensor:
-        batch, steps, d = x.shape
-        q = self.q_proj(self.norm(x)).view(batch, steps, self.n_heads, self.head_dim).transpose(1, 2)
-        k, v = memory.k.to(q.dtype), memory.v.to(q.dtype)
-        if alignments is None:
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=memory.attend)
-        else:  # explicit softmax, to hand out the weights [B, heads, steps, text_len] (alignment plots)
-            scores = (q @ k.transpose(-1, -2)) * self.head_dim**-0.5
-            weights = scores.float().masked_fill(~memory.attend, float("-inf")).softmax(dim=-1).to(q.dtype)
-            alignments.append(weights)
-            out = weights @ v
-        out = self.o_proj(out.transpose(1, 2).reshape(batch, steps, d))
+    def forward(self, x: torch.Tensor, memory: CrossCache, pointer: torch.Tensor,
+                alignments: list | None = None) -> torch.Tensor:
+        """``pointer [B, S]``: the text position (``L`` = end) each step reads. ``alignments`` receives the weights
+        as cross-attention weights ``[B, 1, S, L]``: one-hot on the read id, all 0 past the end."""
+        v = memory.v.to(x.dtype)
+        out = self.o_proj(v.gather(1, pointer[..., None].expand(-1, -1, v.shape[-1])))
+        if alignments is not None:
+            alignments.append(F.one_hot(pointer, v.shape[1])[None, ..., :-1].transpose(0, 1).to(x.dtype))
         gate = torch.tanh(self.gate) * memory.has_text.to(x.dtype)[:, None, None]
         return x + gate.to(x.dtype) * out
 
@@ -599,6 +622,7 @@ class HybridLM(nn.Module):
             init_normal(self.cross_attention)
             for cross in self.cross_attention.values():  # a zero residual at init (see CrossAttention)
                 nn.init.zeros_(cross.o_proj.weight)
+            nn.init.zeros_(self.text_encoder.duration[-1].bias)
 
     def load_decoder_state(self, state: dict[str, torch.Tensor], source: str) -> None:
         """Warm start: an unconditional model's weights (``state``, from ``source``) into this model's decoder; the
@@ -634,9 +658,11 @@ class HybridLM(nn.Module):
         return counts
 
     def new_cache(self, batch_size: int, device: torch.device | str | None = None,
-                  dtype: torch.dtype | None = None, text: torch.Tensor | None = None) -> ModelCache:
+                  dtype: torch.dtype | None = None, text: torch.Tensor | None = None,
+                  durations: torch.Tensor | None = None) -> ModelCache:
         """An empty cache (zero conv history and state = what the full forward assumes before step 0). With ``text``
-        (ids ``[batch_size, L]``) the text is encoded and every cross-attention's keys/values computed here, once."""
+        (ids ``[batch_size, L]``) and its ``durations`` (frames per id, the pointer's path) the text is encoded and
+        every cross-attention's values computed here, once."""
         weight = self.heads.weight
         device = weight.device if device is None else device
         dtype = weight.dtype if dtype is None else dtype
@@ -652,21 +678,44 @@ class HybridLM(nn.Module):
             else:
                 empty = torch.zeros(batch_size, cfg.n_kv_heads, 0, cfg.head_dim, device=device, dtype=dtype)
                 layers.append(KVCache(k=empty, v=empty.clone()))
-        cross = {} if text is None else self.text_memories(text.to(device), batch_size)
-        return ModelCache(layers=layers, cross=cross)
+        if text is None:
+            return ModelCache(layers=layers)
+        cross, ends, _ = self.text_memories(text.to(device), durations, batch_size)
+        return ModelCache(layers=layers, cross=cross, ends=ends.to(device))
 
-    def text_memories(self, text: torch.Tensor, batch_size: int) -> dict[int, CrossCache]:
-        """Encode ``text [B, L]`` and compute each cross-attention's keys/values: ``{decoder layer: CrossCache}``."""
+    def text_memories(self, text: torch.Tensor, durations: torch.Tensor | None, batch_size: int
+                      ) -> tuple[dict[int, CrossCache], torch.Tensor, torch.Tensor]:
+        """Encode ``text [B, L]``: each cross-attention's values ``{decoder layer: CrossCache}``, the frame where
+        each id ends (from ``durations [B, L]``, frames per id) and the predicted log(1 + frames) per id."""
+        self._require_text()
+        if text.shape[0] != batch_size:
+            raise ValueError(f"HybridLM: text has batch size {text.shape[0]}, tokens/cache have {batch_size}")
+        if durations is None or durations.shape != text.shape or durations.dtype not in (torch.long, torch.int32):
+            raise ValueError(f"HybridLM: a text needs its durations (int frames per id, shape {tuple(text.shape)}), "
+                             f"got {None if durations is None else (durations.dtype, tuple(durations.shape))}")
+        if bool((durations < 0).any()):
+            raise ValueError("HybridLM: durations must be >= 0 frames")
+        states, mask = self.text_encoder(text)
+        memories = {int(i): cross.memory(states, mask) for i, cross in self.cross_attention.items()}
+        ends = (durations.to(text.device) * mask).cumsum(dim=1)
+        return memories, ends, self.text_encoder.log_durations(states, text)
+
+    def _require_text(self) -> None:
         if not self.config.text.layers:
             raise ValueError("HybridLM: this model has no text conditioning (tts_model.layers is 0); it cannot "
                              "take a text")
-        if text.shape[0] != batch_size:
-            raise ValueError(f"HybridLM: text has batch size {text.shape[0]}, tokens/cache have {batch_size}")
-        states, mask = self.text_encoder(text)
-        return {int(i): cross.memory(states, mask) for i, cross in self.cross_attention.items()}
 
+    @torch.no_grad()
+    def predict_durations(self, text: torch.Tensor) -> torch.Tensor:
+        """``[B, L]`` frames per id of ``text [B, L]`` from the duration predictor (rounded, >= 1; 0 at pads): the
+        pointer's path when reading a text aloud."""
+        self._require_text()
+        states, mask = self.text_encoder(text)
+        frames = torch.expm1(self.text_encoder.log_durations(states, text).float()).round().clamp(min=1)
+        return frames.long() * mask
     def forward(self, tokens: torch.Tensor, cache: ModelCache | None = None, *, heads: bool = True,
-                text: torch.Tensor | None = None, alignments: list | None = None) -> torch.Tensor:
+                text: torch.Tensor | None = None, durations: torch.Tensor | None = None,
+                alignments: list | None = None, log_durations: list | None = None) -> torch.Tensor:
         """``tokens [B, n_q, S]`` (delayed ids) -> ``logits [B, n_q, S, vocab]``.
 
         Without a cache: the full causal forward (training). With a cache: continues after ``cache.length`` steps
@@ -674,9 +723,10 @@ class HybridLM(nn.Module):
         the final-normed hidden states ``[B, S, d]`` instead: training feeds them to
         hybridlm.ops.cross_entropy.heads_cross_entropy, which applies the heads chunk by chunk (a flag rather than a
         second method so that a DDP wrapper still sees the forward).
-        ``text [B, L]``: ids to condition on (cached decoding takes the text in :meth:`new_cache` instead); no text,
-        or an all-pad row, is the decoder alone. ``alignments``: a list that receives each cross-attention's weights
-        ``[B, heads, S, L]`` in layer order.
+        ``text [B, L]``: ids to condition on, with ``durations [B, L]`` (frames per id: where the pointer reads;
+        cached decoding takes both in :meth:`new_cache` instead); no text, or an all-pad row, is the decoder alone.
+        ``alignments``: a list that receives each cross-attention's weights ``[B, 1, S, L]`` in layer order;
+        ``log_durations``: a list that receives the duration predictor's ``[B, L]`` (training's duration loss).
         """
         cfg = self.config
         if tokens.ndim != 3 or tokens.shape[1] != cfg.num_codebooks or tokens.shape[2] < 1:
@@ -692,13 +742,21 @@ class HybridLM(nn.Module):
             raise ValueError(f"HybridLM: cache is for batch size {cache.batch_size}, tokens have {batch}")
         if text is not None and cache is not None:
             raise ValueError("HybridLM: with a cache, pass the text to new_cache (its keys/values are cached once)")
-        memories = self.text_memories(text, batch) if text is not None else {} if cache is None else cache.cross
         offset = 0 if cache is None else cache.length
+        memories, pointer = {}, None
+        if text is not None:
+            memories, ends, predicted = self.text_memories(text, durations, batch)
+            if log_durations is not None:
+                log_durations.append(predicted)
+        elif cache is not None and cache.cross:
+            memories, ends = cache.cross, cache.ends
+        if memories:
+            pointer = text_pointer(ends, offset, steps, self.config.text.pointer_early)
         x = self.embed(tokens + self.codebook_offsets[None, :, None]).sum(dim=1)  # [B, S, d]
         for i, layer in enumerate(self.layers):
             x = layer(x, offset, None if cache is None else cache.layers[i])
             if i in memories:
-                x = self.cross_attention[str(i)](x, memories[i], alignments)
+                x = self.cross_attention[str(i)](x, memories[i], pointer, alignments)
         if cache is not None:
             cache.length += steps
         hidden = self.norm(x)
@@ -719,7 +777,8 @@ class HybridLM(nn.Module):
         """
         if num_frames < 1 or batch_size < 1:
             raise ValueError(f"generate: num_frames and batch_size must be >= 1, got {num_frames}, {batch_size}")
-        seq, _ = self._sample(num_frames, batch_size, temperature, top_k, generator, None, 1.0, stop_on_eos=False)
+        seq, _ = self._sample(num_frames, batch_size, temperature, top_k, generator, None, None, 1.0,
+                              stop_on_eos=False)
         return DelayPattern(self.config.num_codebooks, self.config.codebook_size).revert(seq)
 
     @torch.no_grad()
@@ -728,6 +787,11 @@ class HybridLM(nn.Module):
               ) -> tuple[list[torch.Tensor], list[bool]]:
         """Read ``text [B, L]`` aloud: per row, codes ``[n_q, T_b]`` up to the EOS the model samples, and whether it
         sampled one (False: stopped by the ``max_frames`` guard).
+
+        The pointer follows the duration predictor (:meth:`predict_durations`: the path :func:`text_pointer`
+        takes). EOS may be sampled only once the pointer has passed the last id (a reading cannot end before its
+        text; before that the EOS logit is masked); the model then reads "end of text" and samples the EOS itself,
+        so the EOS rate says whether the model ends where its text does rather than running on to ``max_frames``.
 
         Codebook 0 may sample EOS (from frame 1 on); once it has, the other codebooks finish that frame's delayed
         codes and take their EOS steps from the pattern, and the row is done. ``cfg_scale`` != 1 mixes logits
@@ -738,15 +802,15 @@ class HybridLM(nn.Module):
             raise ValueError(f"speak: max_frames must be >= 1, got {max_frames}")
         if cfg_scale < 0:
             raise ValueError(f"speak: cfg_scale must be >= 0, got {cfg_scale}")
-        seq, ends = self._sample(max_frames, text.shape[0], temperature, top_k, generator, text, cfg_scale,
-                                 stop_on_eos=True)
+        seq, ends = self._sample(max_frames, text.shape[0], temperature, top_k, generator, text,
+                                 self.predict_durations(text), cfg_scale, stop_on_eos=True)
         pattern = DelayPattern(self.config.num_codebooks, self.config.codebook_size, eos=True)
         codes = [pattern.revert(seq[b, :, : pattern.num_steps(int(end))]) for b, (end, _) in enumerate(ends)]
         return codes, [bool(sampled) for _, sampled in ends]
 
     def _sample(self, max_frames: int, batch_size: int, temperature: float, top_k: int,
-                generator: torch.Generator | None, text: torch.Tensor | None, cfg_scale: float,
-                stop_on_eos: bool) -> tuple[torch.Tensor, list[tuple[int, bool]]]:
+                generator: torch.Generator | None, text: torch.Tensor | None, durations: torch.Tensor | None,
+                cfg_scale: float, stop_on_eos: bool) -> tuple[torch.Tensor, list[tuple[int, bool]]]:
         """The decoding loop behind :meth:`generate` (fixed length) and :meth:`speak` (until EOS).
 
         Returns the delayed sequences ``[B, n_q, steps]`` and per row (frames, ended by a sampled EOS). Rows that
@@ -763,7 +827,9 @@ class HybridLM(nn.Module):
         guided = text is not None and cfg_scale != 1.0
         if guided:  # rows B.. are the same prompts without text: one batched forward gives both branches
             text = torch.cat([text, torch.full_like(text, TEXT_PAD_ID)])
-        cache = self.new_cache(batch_size * (2 if guided else 1), device, text=text)
+            durations = torch.cat([durations, torch.zeros_like(durations)])
+        cache = self.new_cache(batch_size * (2 if guided else 1), device, text=text, durations=durations)
+        text_ends = None if cache.ends is None else cache.ends[:batch_size, -1]  # frames the text lasts, per row
         # ends[b]: frames of row b once known (-1 until codebook 0 samples EOS); fixed without EOS.
         ends = torch.full((batch_size,), -1 if stop_on_eos else max_frames, dtype=torch.long, device=device)
         sampled_eos = torch.zeros(batch_size, dtype=torch.bool, device=device)
@@ -779,6 +845,8 @@ class HybridLM(nn.Module):
                 eos = torch.full_like(choices[..., :1], float("-inf"))
                 if t > 1:
                     eos[:, 0] = logits[:, 0, pattern.eos_id : pattern.eos_id + 1]
+                if text_ends is not None:  # with a text, not before the pointer has read all of it
+                    eos[~(t - 1 + cfg.text.pointer_early >= text_ends)] = float("-inf")
                 choices = torch.cat([choices, eos], dim=-1)
             codes = sample_codes(choices, temperature, top_k, generator)
             if stop_on_eos:
@@ -845,8 +913,8 @@ def codebook_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, valid: t
 
 
 def no_decay_parameter_names(model: nn.Module) -> set[str]:
-    """Parameters AdamW must not decay: every vector (norm gains, A_log, dt_bias; there are no biases) and the
-    embeddings.
+    """Parameters AdamW must not decay: every vector (norm gains, A_log, dt_bias, the duration predictor's one
+    bias) and the embeddings.
 
     Why: decaying a gain or A_log/dt_bias pulls them toward 0, i.e. toward "no signal" / "no decay", which is a
     change of function, not a regulariser. Embeddings are excluded as in OLMo 2: each row only gets gradient when its
@@ -854,7 +922,7 @@ def no_decay_parameter_names(model: nn.Module) -> set[str]:
     heads and the conv filters are decayed.
     """
     return {name for name, p in model.named_parameters()
-            if p.ndim < 2 or name.startswith(("embed.", "text_encoder.embed."))}
+            if p.ndim < 2 or name.startswith(("embed.", "text_encoder.embed.", "text_encoder.duration_embed."))}
 
 
 def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:

@@ -5,7 +5,8 @@ Reads the `align` section, `tts_model.frontend` (the text ids to align: the mode
 aligner (hybridlm/data/aligner.py) fits on the train sentences and aligns both sides from codes and text alone.
 On the synthetic corpus (``data.source: synthetic``, character front end) the metrics also score the result against
 the synthesis's own alignment (hybridlm.data.synthetic.synthesize(text).char_of_frame), delayed by the codec's lag,
-measured as the best-agreeing shift: a check of the aligner, never an input to it.
+measured as the best-agreeing shift: a check of the aligner, never an input to it. That true alignment (lagged) of
+the val sentences also goes to ``out``/val_oracle.jsonl: evaluate_tts reads the same model with it (the oracle cap).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import numpy as np
 
 from hybridlm.atomic import atomic_dir, write_json
 from hybridlm.config import section
-from hybridlm.data.aligner import Alignment, agreement, align, even_diagonal, write_alignments
+from hybridlm.data.aligner import ORACLE, Alignment, agreement, align, even_diagonal, from_units, write_alignments
 from hybridlm.data.shards import read_shards
 from hybridlm.text import TextVocab
 
@@ -39,9 +40,16 @@ def run(params: dict, *, sentences: Path, out: Path, metrics: Path) -> None:
                    codebook_size=codebook_size, codebooks=cfg.codebooks, smoothing=cfg.smoothing,
                    max_rounds=cfg.max_rounds)
     paths = {"train": result.train, "val": result.val}
+    check = None
+    if section(params, "data").source == "synthetic" and vocab.frontend == "chars":
+        check = synthetic_check(rows, paths)
     with atomic_dir(out) as tmp:
         for side in SIDES:
             write_alignments(tmp / f"{side}.jsonl", [row.clip_id for row in rows[side]], paths[side])
+        if check is not None:
+            oracle = [from_units(delayed_truth(row, check["lag"]), len(ids)) for row, ids in
+                      zip(rows["val"], texts["val"])]
+            write_alignments(tmp / f"{ORACLE}.jsonl", [row.clip_id for row in rows["val"]], oracle)
     summary = {"rounds": result.rounds, "changed_per_round": result.changed,
                "converged": bool(result.changed and result.changed[-1] == 0), "text_frontend": vocab.version}
     for side in SIDES:
@@ -49,8 +57,8 @@ def run(params: dict, *, sentences: Path, out: Path, metrics: Path) -> None:
                          "mean_frames_per_id": float(np.mean([d for p in paths[side] for d in p.durations])),
                          "mean_lead_frames": float(np.mean([p.lead for p in paths[side]])),
                          "mean_trail_frames": float(np.mean([p.trail for p in paths[side]]))}
-    if section(params, "data").source == "synthetic" and vocab.frontend == "chars":
-        summary["synthetic_check"] = synthetic_check(rows, paths)
+    if check is not None:
+        summary["synthetic_check"] = check
     write_json(metrics, summary)
     line = f"align: {result.rounds} rounds (changed paths per round {result.changed})"
     if "synthetic_check" in summary:
@@ -60,15 +68,25 @@ def run(params: dict, *, sentences: Path, out: Path, metrics: Path) -> None:
     print(line)
 
 
+def true_units(row) -> np.ndarray:
+    """The synthesis's own text position per frame of a synthetic sentence (-1 = silence), over its code frames."""
+    from hybridlm.data.synthetic import synthesize  # only the synthetic corpus has a true alignment
+
+    owner = synthesize(row.text).char_of_frame
+    frames = row.codes.shape[1]
+    return np.concatenate([owner, np.full(max(0, frames - len(owner)), -1)])[:frames]
+
+
+def delayed_truth(row, lag: int) -> np.ndarray:
+    """:func:`true_units` as the codes show it: ``lag`` frames later (silence in the first ``lag``)."""
+    units = true_units(row)
+    return np.concatenate([np.full(lag, -1), units[: len(units) - lag]])
+
+
 def synthetic_check(rows: dict, paths: dict[str, list[Alignment]]) -> dict:
     """Share of frames on which each side's alignment agrees with the synthesis alignment delayed by the lag that
     agrees best on the train side, and what the even diagonal scores at that lag (the baseline to beat)."""
-    from hybridlm.data.synthetic import synthesize  # only the synthetic corpus has a true alignment
-
-    def truth(row) -> np.ndarray:
-        owner = synthesize(row.text).char_of_frame
-        frames = row.codes.shape[1]
-        return np.concatenate([owner, np.full(max(0, frames - len(owner)), -1)])[:frames]
+    truth = true_units
 
     def score(side: str, lag: int, diagonal: bool = False) -> float:
         frames = [(even_diagonal(r.codes.shape[1], len(p.durations)) if diagonal else p).unit_of_frame()

@@ -38,7 +38,8 @@ def run(params: dict) -> None:
             tts = HybridLM(with_text(config, section(params, "tts_model")))
         text = tts.config.text
         print(f"text-to-speech model (tts_model): text encoder {text.layers} layers at d {text.d_model} "
-              f"({text.n_heads} heads, vocab {text.vocab_size}), {text.cross_heads}-head cross-attention after "
+              f"({text.n_heads} heads, vocab {text.vocab_size}), pointer cross-attention ({text.pointer_early} frames "
+              f"early) after "
               f"decoder layers {', '.join(map(str, tts.config.cross_layers))}")
         for name, count in tts.parameter_counts().items():
             if name not in counts:

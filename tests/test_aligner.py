@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hybridlm.data.aligner import (Alignment, agreement, align, even_diagonal, frames_per_id, read_alignments,
-                                   viterbi, write_alignments)
+from hybridlm.data.aligner import (Alignment, agreement, align, even_diagonal, frames_per_id, from_units,
+                                   read_alignments, viterbi, write_alignments)
 
 VOCAB, CODEBOOK = 12, 64
 
@@ -74,6 +74,14 @@ def test_agreement_delays_the_truth_by_the_lag():
 def test_the_model_reads_the_leading_silence_with_the_first_id():
     assert frames_per_id(Alignment(8, [3, 4, 5], 6)) == [11, 4, 5]
     assert Alignment(2, [1, 2], 1).unit_of_frame().tolist() == [-1, -1, 0, 1, 1, -1]
+
+
+def test_a_true_alignment_becomes_a_path_with_silent_ids_of_zero_frames():
+    path = from_units(np.array([-1, -1, 0, 0, 2, -1]), 3)  # id 1 never sounds (like "'" in the synthetic corpus)
+    assert path == Alignment(2, [2, 0, 1], 1)
+    assert path.unit_of_frame().tolist() == [-1, -1, 0, 0, 2, -1]
+    with pytest.raises(ValueError, match="no frame sounds any text id"):
+        from_units(np.array([-1, -1]), 2)
 
 
 def test_alignment_files_round_trip_and_bad_ones_are_named(tmp_path):

@@ -1,11 +1,13 @@
-"""Text conditioning in the model: config, parameter budget, exact identity at init / warm start, padding, cached
-decoding with text, EOS stopping, classifier-free guidance, and a model-level proof that the text is used.
+"""Text conditioning in the model: config, parameter budget, exact identity at init / warm start, padding, the
+pointer's path, cached decoding with text, EOS stopping, classifier-free guidance, the duration predictor, and a
+model-level proof that the text is used.
 
 Tolerances as in test_model.py: "exactly" means torch.equal (the output projections are 0, so the cross-attention
 adds exact zeros); cached vs full forward within 1e-5 absolute.
 """
 
 import dataclasses
+import math
 from pathlib import Path
 
 import pytest
@@ -30,7 +32,7 @@ from hybridlm.params import ParamError
 REPO = Path(__file__).resolve().parents[1]
 TINY = dict(d_model=32, d_ff=48, n_heads=4, n_kv_heads=2, gdn_key_dim=8, gdn_value_dim=12, context=64,
             gdn_backend="torch_chunk")
-TEXT = TextConfig(layers=2, d_model=24, n_heads=2, d_ff=40, vocab_size=40, cross_heads=2)
+TEXT = TextConfig(layers=2, d_model=24, n_heads=2, d_ff=40, vocab_size=40, pointer_early=1)
 
 
 def tiny(schedule: str = "LA", text: TextConfig | None = TEXT, seed: int = 0, **overrides) -> HybridLM:
@@ -53,6 +55,16 @@ def texts(*rows: list[int]) -> torch.Tensor:
     return torch.tensor([r + [TEXT_PAD_ID] * (width - len(r)) for r in rows])
 
 
+def frames(text: torch.Tensor, n: int = 2) -> torch.Tensor:
+    """Durations for ``text``: ``n`` frames per id, 0 at the pads."""
+    return (text != TEXT_PAD_ID).long() * n
+
+
+def read(model: HybridLM, tokens: torch.Tensor, text: torch.Tensor, **kwargs) -> torch.Tensor:
+    """The model's logits for ``tokens`` read against ``text`` at 2 frames per id."""
+    return model(tokens, text=text, durations=frames(text), **kwargs)
+
+
 def random_tokens(batch: int, steps: int, seed: int = 0) -> torch.Tensor:
     return torch.randint(0, 1027, (batch, 8, steps), generator=torch.Generator().manual_seed(seed))
 
@@ -69,17 +81,18 @@ def test_default_model_is_unchanged_and_tts_adds_reported_parameters():
     assert sum(counts.values()) == tts.num_parameters()
     assert tts.config.cross_layers == (3, 7)  # default: after the two attention layers
     # 4 blocks at d 256 (qkv 3*256^2, o 256^2, SwiGLU 3*256*1024, 2 norms) + 64x256 embedding + final norm
+    # + the duration predictor (its own 64x256 id embedding, 256^2, then 256 -> 1 with its bias)
     block = 4 * 256 * 256 + 3 * 256 * 1024 + 2 * 256
-    assert counts["text encoder"] == 4 * block + 64 * 256 + 256  # vocab 64
-    # cross-attention: q, o 384^2; k, v 256->384; norm 384; gate 1
+    assert counts["text encoder"] == 4 * block + 64 * 256 + 256 + 64 * 256 + 256 * 256 + 257  # vocab 64
+    # cross-attention: the end-of-text state 256; v 256->384; o 384^2; gate 1
     assert counts["cross-attention after layer 3"] == counts["cross-attention after layer 7"] == (
-        2 * 384 * 384 + 2 * 256 * 384 + 384 + 1)
+        256 + 256 * 384 + 384 * 384 + 1)
     assert tts.num_parameters() - 21_905_416 == counts["text encoder"] + 2 * counts["cross-attention after layer 3"]
 
 
 @pytest.mark.parametrize("text, message", [
     ({"d_model": 30, "n_heads": 4}, r"'tts_model\.d_model' \(30\) must be divisible by 'tts_model"),
-    ({"cross_heads": 5}, r"'model\.d_model' \(32\) must be divisible by 'tts_model\.cross_heads'"),
+    ({"pointer_early": -1}, r"'tts_model\.pointer_early' must be >= 0"),
     ({"cross_attention_layers": [2]}, r"'tts_model\.cross_attention_layers' must be distinct .*\[0, 1\].*got \[2\]"),
     ({"cross_attention_layers": []}, r"cross_attention_layers"),
     ({"cross_attention_layers": [0, 0]}, r"cross_attention_layers"),
@@ -114,7 +127,7 @@ def test_at_init_the_conditioned_model_is_the_unconditional_model_exactly():
     tokens, text = random_tokens(2, 20), texts([3, 4, 5], [7, 8, 9, 10, 11])
     with torch.no_grad():
         expected = plain(tokens)
-        assert torch.equal(cond(tokens, text=text), expected)
+        assert torch.equal(read(cond, tokens, text), expected)
         assert torch.equal(cond(tokens), expected)
 
 
@@ -130,7 +143,7 @@ def test_warm_start_gives_the_unconditional_checkpoints_logits_exactly():
         assert torch.equal(cond.state_dict()[name], value)  # the new parts keep their fresh init
     tokens, text = random_tokens(3, 15), texts([1, 2], [5, 6, 7, 8], [9])
     with torch.no_grad():
-        assert torch.equal(cond(tokens, text=text), plain(tokens))
+        assert torch.equal(read(cond, tokens, text), plain(tokens))
 
 
 def test_warm_start_errors_name_the_source():
@@ -148,20 +161,35 @@ def test_text_changes_logits_and_empty_text_is_the_decoder_alone():
     model = open_gates(tiny("LA"))
     tokens = random_tokens(2, 12)
     with torch.no_grad():
-        a = model(tokens, text=texts([3, 4, 5], [3, 4, 5]))
-        b = model(tokens, text=texts([3, 4, 5], [6, 4, 5]))
+        a = read(model, tokens, texts([3, 4, 5], [3, 4, 5]))
+        b = read(model, tokens, texts([3, 4, 5], [6, 4, 5]))
         none = model(tokens)
-        dropped = model(tokens, text=texts([3, 4, 5], [TEXT_PAD_ID]))
+        dropped = read(model, tokens, texts([3, 4, 5], [TEXT_PAD_ID]))
     assert torch.equal(a[0], b[0]) and (a[1] - b[1]).abs().max() > 1e-3  # bidirectional: one char moves all steps
     assert torch.equal(dropped[1], none[1]) and torch.equal(dropped[0], a[0])
+
+
+def test_the_pointer_reads_one_id_at_a_time_early_and_then_the_end():
+    model = open_gates(tiny("LAA", text=dataclasses.replace(TEXT, cross_attention_layers=[1, 2])))
+    text, durations = texts([3, 4, 5], [6, 7, 8]), torch.tensor([[2, 3, 1], [1, 0, 2]])
+    weights: list[torch.Tensor] = []
+    with torch.no_grad():
+        model(random_tokens(2, 9), text=text, durations=durations, alignments=weights)
+    assert len(weights) == 2 and weights[0].shape == (2, 1, 9, 3) and torch.equal(weights[0], weights[1])
+    # pointer_early 1: position s reads the id sounding in frame s + 1; past the last id, nothing (the end state)
+    read_at = [row.argmax(-1).tolist() if row.sum() else None for row in weights[0][0, 0]]
+    assert read_at == [0, 1, 1, 1, 2, None, None, None, None]
+    # an id of 0 frames is passed over
+    assert [row.argmax(-1).item() if row.sum() else None for row in weights[0][1, 0]][:3] == [2, 2, None]
+    assert torch.all(weights[0].sum(-1) <= 1)
 
 
 def test_text_padding_does_not_change_anything():
     model = open_gates(tiny("LA"))
     tokens = random_tokens(2, 10)
     with torch.no_grad():
-        short = model(tokens, text=texts([3, 4, 5], [6, 7]))
-        padded = model(tokens, text=torch.cat([texts([3, 4, 5], [6, 7]), torch.zeros(2, 4, dtype=torch.long)], 1))
+        short = read(model, tokens, texts([3, 4, 5], [6, 7]))
+        padded = read(model, tokens, torch.cat([texts([3, 4, 5], [6, 7]), torch.zeros(2, 4, dtype=torch.long)], 1))
     torch.testing.assert_close(padded, short, atol=1e-6, rtol=0)
 
 
@@ -171,7 +199,7 @@ def test_causal_with_text():
     changed = tokens.clone()
     changed[..., 20:] = random_tokens(2, 10, seed=1)
     with torch.no_grad():
-        before, after = model(tokens, text=text), model(changed, text=text)
+        before, after = read(model, tokens, text), read(model, changed, text)
     torch.testing.assert_close(after[:, :, :20], before[:, :, :20], atol=1e-6, rtol=0)
 
 
@@ -180,55 +208,50 @@ def test_cached_decoding_with_text_matches_the_full_forward(schedule):
     model = open_gates(tiny(schedule))
     tokens, text = random_tokens(2, 17), texts([3, 4, 5, 6], [7, 8])
     with torch.no_grad():
-        full = model(tokens, text=text)
-        cache = model.new_cache(2, text=text)
+        full = read(model, tokens, text)
+        cache = model.new_cache(2, text=text, durations=frames(text))
         assert sorted(cache.cross) == list(model.config.cross_layers)
         pieces = [model(tokens[..., :6], cache)] + [model(tokens[..., t : t + 1], cache) for t in range(6, 17)]
     torch.testing.assert_close(torch.cat(pieces, dim=2), full, atol=1e-5, rtol=0)
     with pytest.raises(ValueError, match="pass the text to new_cache"):
-        model(tokens[..., :1], model.new_cache(2), text=text)
-
-
-def test_alignments_are_distributions_over_the_real_characters():
-    model = open_gates(tiny("LAA", text=dataclasses.replace(TEXT, cross_attention_layers=[1, 2])))
-    weights: list[torch.Tensor] = []
-    with torch.no_grad():
-        plain = model(random_tokens(2, 9), text=texts([3, 4, 5], [6, 7, 8, 9, 10]))
-        again = model(random_tokens(2, 9), text=texts([3, 4, 5], [6, 7, 8, 9, 10]), alignments=weights)
-    torch.testing.assert_close(again, plain, atol=1e-5, rtol=0)  # explicit softmax path = SDPA path
-    assert len(weights) == 2 and weights[0].shape == (2, 2, 9, 5)
-    torch.testing.assert_close(weights[0].sum(-1), torch.ones(2, 2, 9))
-    assert torch.all(weights[0][0, :, :, 3:] == 0)  # the pads of the shorter text get no weight
+        model(tokens[..., :1], model.new_cache(2), text=text, durations=frames(text))
 
 
 def test_text_errors():
     model, plain = tiny("LA"), tiny("LA", text=None)
     tokens = random_tokens(2, 4)
     with pytest.raises(ValueError, match=r"text ids must lie in \[0, 40\) \(tts_model.vocab_size\), got \[0, 40\]"):
-        model(tokens, text=texts([3, 40], [4]))
+        read(model, tokens, texts([3, 40], [4]))
     with pytest.raises(ValueError, match="text has batch size 1, tokens/cache have 2"):
-        model(tokens, text=texts([3]))
+        read(model, tokens, texts([3]))
     with pytest.raises(ValueError, match="this model has no text conditioning"):
-        plain(tokens, text=texts([3], [4]))
+        read(plain, tokens, texts([3], [4]))
+    with pytest.raises(ValueError, match=r"a text needs its durations \(int frames per id, shape \(2, 2\)\)"):
+        model(tokens, text=texts([3, 5], [4]))
+    with pytest.raises(ValueError, match="durations must be >= 0 frames"):
+        model(tokens, text=texts([3], [4]), durations=torch.tensor([[1], [-1]]))
 
 
 def test_gradients_reach_every_parameter_and_text_parts_skip_decay_where_they_should():
     model = open_gates(tiny("LA")).train()
     delayed = DelayPattern(eos=True).build(torch.randint(0, 1024, (2, 8, 10)))
     pattern = DelayPattern(eos=True)
-    loss, _ = codebook_cross_entropy(model(delayed[..., :-1], text=texts([3, 4], [5, 6, 7])), delayed[..., 1:],
-                                     valid=pattern.target_mask(delayed[..., 1:]))
-    loss.backward()
+    text = texts([3, 4], [5, 6, 7])
+    predicted: list[torch.Tensor] = []
+    loss, _ = codebook_cross_entropy(read(model, delayed[..., :-1], text, log_durations=predicted),
+                                     delayed[..., 1:], valid=pattern.target_mask(delayed[..., 1:]))
+    (loss + predicted[0].pow(2).mean()).backward()  # 2 frames per id < 10 frames: the end state is read too
     for name, p in model.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
     skip = no_decay_parameter_names(model)
-    assert {"text_encoder.embed.weight", "cross_attention.1.gate", "cross_attention.1.norm.weight"} <= skip
-    assert "cross_attention.1.k_proj.weight" not in skip
+    assert {"text_encoder.embed.weight", "cross_attention.1.gate", "text_encoder.duration.2.bias",
+            "text_encoder.duration_embed.weight"} <= skip
+    assert "cross_attention.1.v_proj.weight" not in skip
     assert sum(len(g["params"]) for g in parameter_groups(model, 0.1)) == len(list(model.parameters()))
     # At init (adding exact zeros) the output projection already learns: a zero gate would leave every
     # cross-attention weight but itself without gradient, the deadlock CrossAttention's docstring measures.
     fresh = tiny("LA").train()
-    codebook_cross_entropy(fresh(delayed[..., :-1], text=texts([3, 4], [5, 6, 7])), delayed[..., 1:],
+    codebook_cross_entropy(read(fresh, delayed[..., :-1], text), delayed[..., 1:],
                            valid=pattern.target_mask(delayed[..., 1:]))[0].backward()
     assert fresh.cross_attention["1"].o_proj.weight.grad.abs().sum() > 0
 
@@ -259,13 +282,28 @@ def test_speak_stops_at_eos_per_row_and_at_the_guard():
     assert all(int(c.min()) >= 0 and int(c.max()) < 1024 for c in codes)
 
 
+def test_speak_samples_eos_only_once_the_pointer_has_read_the_text():
+    model = open_gates(tiny("LA"))  # pointer_early 1
+    with torch.no_grad():  # 4 frames per id
+        model.text_encoder.duration[-1].bias.fill_(math.log(5.0))
+        model.text_encoder.duration[-1].weight.zero_()
+    text = texts([3, 4], [5, 6, 7])
+    assert model.predict_durations(text).tolist() == [[4, 4, 0], [4, 4, 4]]
+    handle = favour_eos_after(model, {0: 0, 1: 0})  # EOS as soon as it is allowed
+    codes, ended = model.speak(text, max_frames=20, generator=torch.Generator().manual_seed(0))
+    handle.remove()
+    # frame f is predicted where the pointer reads frame f + 1: the text ends at frame 8 (12), so EOS at frame 7 (11)
+    assert [c.shape[-1] for c in codes] == [7, 11] and ended == [True, True]
+
+
 def reference_greedy(model: HybridLM, text: torch.Tensor, frames: int, cfg_scale: float) -> torch.Tensor:
     """Greedy guided decoding with full forwards (no cache), for a fixed number of frames (no EOS allowed)."""
     pattern = DelayPattern(eos=True)
     seq = torch.full((text.shape[0], 8, 1), pattern.bos_id)
+    durations = model.predict_durations(text)  # the pointer's path when reading aloud
     for t in range(1, pattern.num_steps(frames)):
         with torch.no_grad():
-            cond = model(seq, text=text)[:, :, -1]
+            cond = model(seq, text=text, durations=durations)[:, :, -1]
             uncond = model(seq)[:, :, -1]
         mixed = uncond + cfg_scale * (cond - uncond)
         step = mixed[..., :1024].argmax(-1)
@@ -298,6 +336,8 @@ def test_speak_with_guidance_equals_a_reference_decoder(cfg_scale):
 
 def test_cfg_scale_one_is_plain_conditional_and_prompts_differ():
     model = open_gates(tiny("LA"), 1.5)
+    with torch.no_grad():  # 4 frames per id: the pointer stays on the text over the 8 frames read
+        model.text_encoder.duration[-1].bias.fill_(math.log(5.0))
     text = texts([3, 4, 5], [20, 21, 22, 23])
     handle = block_eos(model)
     seeded = lambda: torch.Generator().manual_seed(5)  # noqa: E731
@@ -351,7 +391,8 @@ def test_a_tiny_conditioned_model_learns_to_use_the_text(one_thread):
 
     def loss_of(delayed, text):
         targets = delayed[..., 1:]
-        return codebook_cross_entropy(model(delayed[..., :-1], text=text), targets,
+        conditioning = {} if text is None else {"text": text, "durations": frames(text, 3)}
+        return codebook_cross_entropy(model(delayed[..., :-1], **conditioning), targets,
                                       valid=pattern.target_mask(targets))[0]
 
     for _ in range(120):
@@ -374,5 +415,5 @@ def test_info_reports_what_text_conditioning_adds(capsys):
     info.run(load_params(REPO / "params.yaml"))
     out = capsys.readouterr().out
     assert "21,905,416  (21.9M)" in out  # the unconditional model as before
-    assert "1-head cross-attention after decoder layers 3, 7" in out
-    assert "added                             5,196,802  -> 27,102,218 (27.1M)" in out
+    assert "pointer cross-attention (2 frames early) after decoder layers 3, 7" in out
+    assert "added                             4,787,203  -> 26,692,619 (26.7M)" in out

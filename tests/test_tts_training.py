@@ -1,5 +1,6 @@
-"""Text-to-speech training: sentence batches (EOS, text dropout as a pure function of the row), the loop with a
-warm start, text in the val loss, bit-identical resume, and dvc.yaml's train_tts deps covering its code version."""
+"""Text-to-speech training: sentence batches (EOS, durations, text and input dropout as pure functions of the row),
+the loop with a warm start, text in the val loss, the duration loss logged, bit-identical resume, and dvc.yaml's
+train_tts deps covering its code version."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DECODER = ModelConfig(schedule="LA", d_model=32, d_ff=64, n_heads=2, n_kv_heads=1, gdn_key_dim=8, gdn_value_dim=16,
                       context=32)
 TTS = dataclasses.replace(DECODER, text=TextConfig(layers=1, d_model=16, n_heads=2, d_ff=32, vocab_size=40,
-                                                   cross_heads=2))
+                                                   pointer_early=1))
 EOS = DelayPattern(eos=True)
 CPU = torch.device("cpu")
 
@@ -33,18 +34,21 @@ CPU = torch.device("cpu")
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def sentences(n: int, seed: int) -> tuple[list[Chunk], list[list[int]]]:
+def sentences(n: int, seed: int) -> tuple[list[Chunk], list[list[int]], list[list[int]]]:
+    """Rows, their text ids and frames per id (1 or 2 each)."""
     rng = np.random.default_rng(seed)
     rows = [Chunk(f"clip{i}", 0, rng.integers(0, 64, (8, int(rng.integers(5, 12)))).astype(np.uint16))
             for i in range(n)]
-    return rows, [list(rng.integers(2, 39, int(rng.integers(3, 9)))) for _ in range(n)]
+    texts = [list(rng.integers(2, 39, int(rng.integers(3, 9)))) for _ in range(n)]
+    return rows, texts, [list(rng.integers(1, 3, len(t))) for t in texts]
 
 
 def test_sentence_rows_are_whole_sentences_with_eos_and_deterministic_dropout():
-    rows, texts = sentences(5, seed=0)
-    batches = SentenceRows(rows, texts, EOS, seed=3, text_dropout=0.5)
+    rows, texts, durations = sentences(5, seed=0)
+    batches = SentenceRows(rows, texts, durations, EOS, seed=3, text_dropout=0.5, input_dropout=0.3)
     first = batches.rows(0, 5)
     assert isinstance(first, TextRows) and first.tokens.shape[0] == first.text.shape[0] == 5
+    assert first.durations.shape == first.text.shape and first.hidden.shape == first.tokens.shape
     assert bool((first.tokens[:, :, 0] == EOS.bos_id).all())
     assert int((first.tokens == EOS.eos_id).sum()) == 5 * 8  # one EOS per codebook per sentence
     order = batches.epoch_order(0)
@@ -53,28 +57,42 @@ def test_sentence_rows_are_whole_sentences_with_eos_and_deterministic_dropout():
         assert torch.equal(first.tokens[k, :, : seq.shape[1]], torch.from_numpy(seq.astype(np.int64)))
         ids = first.text[k][first.text[k] != TEXT_PAD_ID].tolist()
         assert ids in ([], texts[index])
-    again = SentenceRows(rows, texts, EOS, seed=3, text_dropout=0.5).rows(2, 3)  # a pure function of the row
+        assert first.durations[k][: len(ids)].tolist() == (durations[index] if ids else [])  # travel together
+        # whole frames hidden (every codebook's position of the frame: step 1 + q + f), never BOS or EOS
+        hidden = first.hidden[k]
+        num_frames = seq.shape[1] - 9  # steps = frames + 8 (BOS, delay) + 1 (EOS)
+        for q in range(8):
+            assert torch.equal(hidden[q, 1 + q : 1 + q + num_frames], hidden[0, 1 : 1 + num_frames])
+        assert not bool(hidden[:, 0].any()) and not bool((hidden & (first.tokens[k] == EOS.eos_id)).any())
+    again = SentenceRows(rows, texts, durations, EOS, 3, 0.5, 0.3).rows(2, 3)  # a pure function of the row
     assert torch.equal(again.tokens, first.tokens[2:, :, : again.tokens.shape[-1]])
+    assert torch.equal(again.hidden, first.hidden[2:, :, : again.hidden.shape[-1]])
     dropped = [not bool((batches.rows(r, 1).text != TEXT_PAD_ID).any()) for r in range(400)]
     assert 0.4 < np.mean(dropped) < 0.6
-    assert not any(not bool((b.text != TEXT_PAD_ID).any())
-                   for b in (SentenceRows(rows, texts, EOS, 3, 0.0).rows(r, 1) for r in range(20)))
+    shown = [batches.rows(r, 1) for r in range(100)]
+    hidden_share = [float(b.hidden[0, 0].sum() / (b.tokens[0, 0] < EOS.codebook_size).sum()) for b in shown]
+    assert 0.25 < np.mean(hidden_share) < 0.35
+    assert not any(not bool((b.text != TEXT_PAD_ID).any()) or bool(b.hidden.any())
+                   for b in (SentenceRows(rows, texts, durations, EOS, 3, 0.0).rows(r, 1) for r in range(20)))
     with pytest.raises(ValueError, match="need a delay pattern with EOS"):
-        SentenceRows(rows, texts, DelayPattern(), 3, 0.1)
+        SentenceRows(rows, texts, durations, DelayPattern(), 3, 0.1)
+    with pytest.raises(ValueError, match="every text needs one duration per id"):
+        SentenceRows(rows, texts, [d[1:] for d in durations], EOS, 3, 0.1)
 
 
 def _run(tmp_path, steps: int, store_name: str, init):
     cfg = parse_section(TtsTrainParams, {"tts_train": {
         "steps": steps, "save_steps": [3], "batch_size": 2, "lr": 3e-3, "warmup_steps": 2, "decay_steps": 50,
-        "eval_every": 2, "precision": "fp32", "text_dropout": 0.3, "init_from": "uncond"}}, "tts_train")
-    rows, texts = sentences(6, seed=5)
-    val_rows, val_texts = sentences(2, seed=6)
+        "eval_every": 2, "precision": "fp32", "text_dropout": 0.3, "input_dropout": 0.3,
+        "init_from": "uncond"}}, "tts_train")
+    rows, texts, durations = sentences(6, seed=5)
+    val_rows, val_texts, val_durations = sentences(2, seed=6)
     prov = provenance(trajectory_params(dataclasses.asdict(TTS), cfg, "cpu", "fp32"), "data-hash", "code")
     store = ResumeStore(tmp_path / store_name, prov)
     records = []
-    result = train(cfg, TTS, SentenceRows(rows, texts, EOS, cfg.seed, cfg.text_dropout),
+    result = train(cfg, TTS, SentenceRows(rows, texts, durations, EOS, cfg.seed, cfg.text_dropout, cfg.input_dropout),
                    delayed_sequences(val_rows, EOS), store, prov, {"hybridlm.weights": "random"}, CPU,
-                   log=records.append, val_texts=val_texts, init=init,
+                   log=records.append, val_texts=val_texts, val_durations=val_durations, init=init,
                    extra_state={"text_vocab": {"version": "test"}})
     return result, records
 
@@ -95,6 +113,7 @@ def test_tts_training_warm_starts_logs_both_val_losses_and_resumes_bit_identical
     assert a["text_vocab"] == {"version": "test"} and a["model_config"]["text"]["layers"] == 1
     evals = [r for r in records if "val/ema_loss" in r]
     assert evals and all("val/ema_loss_no_text" in r for r in evals)
+    assert all(r["train/duration_loss"] > 0 for r in records)  # the duration predictor's own loss, logged
     # The decoder started from the unconditional weights (it moved by at most a few lr-sized steps since).
     start = load_checkpoint(full.checkpoints[3])["model"]
     assert (start["embed.weight"] - plain.state_dict()["embed.weight"]).abs().max() < 0.05

@@ -31,6 +31,7 @@ import numpy as np
 from hybridlm.atomic import write_text
 
 SILENCE = 0  # emission "id" of the leading and trailing silences (text id 0 is padding: never a real unit)
+ORACLE = "val_oracle"  # the file stem of the val sentences' TRUE alignment (synthetic corpus only): the oracle cap
 
 
 @dataclass(frozen=True)
@@ -152,6 +153,16 @@ def align(train_codes: Sequence[np.ndarray], train_texts: Sequence[Sequence[int]
         if not changed[-1]:
             break
     return AlignResult(paths, _best_paths(emissions, val_codes, val_texts), len(changed), changed)
+
+
+def from_units(units: np.ndarray, count: int) -> Alignment:
+    """The path of a per-frame text position sequence (``-1`` = silence, positions non-decreasing), e.g. a true
+    alignment: ids that never sound get 0 frames (a path the Viterbi never takes, but the pointer reads past)."""
+    sounding = np.flatnonzero(units >= 0)
+    if not len(sounding):
+        raise ValueError("alignment: no frame sounds any text id")
+    lead, last = int(sounding[0]), int(sounding[-1])
+    return Alignment(lead, np.bincount(units[sounding], minlength=count).tolist(), len(units) - last - 1)
 
 
 def agreement(predicted: np.ndarray, truth: np.ndarray, lag: int) -> float:

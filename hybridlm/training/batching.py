@@ -100,7 +100,8 @@ def pad_sequences(group: Sequence[np.ndarray], pattern: DelayPattern) -> torch.T
 
 
 def pad_texts(texts: Sequence[Sequence[int]]) -> torch.Tensor:
-    """Text id lists right-padded with TEXT_PAD_ID into ``[B, L_max]`` (an empty list: a row of pads = no text)."""
+    """Text id lists right-padded with TEXT_PAD_ID into ``[B, L_max]`` (an empty list: a row of pads = no text).
+    The same for their durations (frames per id, padding 0 frames)."""
     batch = np.full((len(texts), max(1, max(len(t) for t in texts))), TEXT_PAD_ID, dtype=np.int64)
     for row, ids in enumerate(texts):
         batch[row, : len(ids)] = ids
@@ -123,33 +124,57 @@ def eval_batches(sequences: Sequence[np.ndarray], pattern: DelayPattern,
 
 @dataclass(frozen=True)
 class TextRows:
-    """A micro-batch of sentences: delayed codes ``[B, n_q, S_max]`` (PAD after each one's EOS) and their text ids
-    ``[B, L_max]`` (rows whose text was dropped are all pad)."""
+    """A micro-batch of sentences: delayed codes ``[B, n_q, S_max]`` (PAD after each one's EOS), their text ids
+    ``[B, L_max]`` (rows whose text was dropped are all pad), the frames of each id ``[B, L_max]`` (where the
+    pointer reads) and ``hidden [B, n_q, S_max]``: input positions shown as PAD (input dropout; targets keep them)."""
 
     tokens: torch.Tensor
     text: torch.Tensor
+    durations: torch.Tensor
+    hidden: torch.Tensor
+
+
+def hidden_frames(num_steps: int, pattern: DelayPattern, fraction: float, rng: np.random.Generator) -> np.ndarray:
+    """``[n_q, num_steps]`` bool: every codebook's position of a ``fraction`` of the frames (drawn from ``rng``) of
+    a delayed sentence of ``num_steps`` steps.
+
+    Why (decoder input dropout, as Tacotron 2's prenet dropout): a decoder that always sees the previous frame
+    lowers its loss by continuing it, and then little gradient reaches the text (the copy-previous-frame shortcut);
+    with frames missing from its input it has to read. Why whole frames, through the delay pattern, and not whole
+    steps: measured on the demo (600 steps), hiding 30% of frames gave a content gap of 0.098 nats (codebook 0:
+    0.395), hiding 30% of steps 0.059 (0.247)."""
+    frames = np.flatnonzero(rng.random(pattern.num_frames(num_steps)) < fraction)
+    mask = np.zeros((pattern.num_codebooks, num_steps), dtype=bool)
+    for q in range(pattern.num_codebooks):
+        mask[q, 1 + q + frames] = True
+    return mask
 
 
 class SentenceRows:
     """Deterministic micro-batches of whole sentences (one clip each, with EOS) over endless shuffled epochs.
 
     No packing, unlike :class:`PackedRows`: a sentence must be read from its own BOS against its own text, and it
-    must end in its EOS. Each row is one sentence, padded to the longest in its micro-batch. Text dropout for
-    classifier-free guidance is drawn per global row from ``(seed, row)``: like the order, a pure function of the
-    step, so resumed runs drop exactly the texts an uninterrupted run drops.
+    must end in its EOS. Each row is one sentence, padded to the longest in its micro-batch, with its text's
+    ``durations`` (frames per id, from the align stage). Text dropout for classifier-free guidance and the input
+    frames hidden by ``input_dropout`` are drawn per global row from ``(seed, row)``: like the order, a pure function
+    of the step, so resumed runs drop exactly what an uninterrupted run drops.
     """
 
-    def __init__(self, sentences: Sequence, texts: Sequence[Sequence[int]], pattern: DelayPattern, seed: int,
-                 text_dropout: float) -> None:
+    def __init__(self, sentences: Sequence, texts: Sequence[Sequence[int]], durations: Sequence[Sequence[int]],
+                 pattern: DelayPattern, seed: int, text_dropout: float, input_dropout: float = 0.0) -> None:
         if not sentences:
             raise ValueError("SentenceRows: no training sentences")
         if not pattern.eos:
             raise ValueError("SentenceRows: sentences need a delay pattern with EOS")
+        if [len(t) for t in texts] != [len(d) for d in durations]:
+            raise ValueError("SentenceRows: every text needs one duration per id")
         self.pattern = pattern
         self.seed = seed
         self.text_dropout = text_dropout
+        self.input_dropout = input_dropout
         self.sequences = delayed_sequences(sentences, pattern)
         self.texts = [list(t) for t in texts]
+        self.durations = [list(d) for d in durations]
         self.rows_per_epoch = len(self.sequences)
         steps = sum(seq.shape[1] - 1 for seq in self.sequences)
         self.target_fraction = sum(int(pattern.target_mask(torch.from_numpy(seq[:, 1:].astype(np.int64))).sum())
@@ -163,11 +188,18 @@ class SentenceRows:
         return divmod(global_row, self.rows_per_epoch)
 
     def rows(self, first: int, count: int) -> TextRows:
-        picked, texts = [], []
+        picked, texts, durations, hidden = [], [], [], []
         for global_row in range(first, first + count):
             epoch, row = self.position(global_row)
             index = int(self.epoch_order(epoch)[row])
             dropped = np.random.default_rng([self.seed, global_row, 1]).random() < self.text_dropout
             picked.append(self.sequences[index])
             texts.append([] if dropped else self.texts[index])
-        return TextRows(pad_sequences(picked, self.pattern), pad_texts(texts))
+            durations.append([] if dropped else self.durations[index])
+            hidden.append(hidden_frames(picked[-1].shape[1], self.pattern, self.input_dropout,
+                                        np.random.default_rng([self.seed, global_row, 2])))
+        mask = np.zeros((count, self.pattern.num_codebooks, max(h.shape[1] for h in hidden)), dtype=bool)
+        for row, h in enumerate(hidden):
+            mask[row, :, : h.shape[1]] = h
+        return TextRows(pad_sequences(picked, self.pattern), pad_texts(texts), pad_texts(durations),
+                        torch.from_numpy(mask))

@@ -44,9 +44,15 @@ class EvalResult:
 @torch.no_grad()
 def evaluate_sequences(model: nn.Module, sequences: Sequence[np.ndarray], pattern: DelayPattern, batch_size: int,
                        device: torch.device, *, precision: str,
-                       texts: Sequence[Sequence[int]] | None = None) -> EvalResult:
+                       texts: Sequence[Sequence[int]] | None = None,
+                       durations: Sequence[Sequence[int]] | None = None) -> EvalResult:
     """CE of ``model`` on delayed chunk sequences (see batching.delayed_sequences); with ``texts`` (one id list per
-    sequence) each is conditioned on its text, and EOS targets count where ``pattern`` has them."""
+    sequence) and their ``durations`` (frames per id, where the pointer reads) each is conditioned on its text, and
+    EOS targets count where ``pattern`` has them. The two travel apart so that a caller can swap the ids for a
+    wrong text of the same shape and keep the durations (the content gap)."""
+    if (texts is None) != (durations is None) or (texts is not None and [len(t) for t in texts] != [
+            len(d) for d in durations]):
+        raise ValueError("evaluate: texts need their durations, one per id")
     if not sequences:
         raise ValueError("evaluate: the validation split has no chunks")
     was_training = model.training
@@ -57,10 +63,12 @@ def evaluate_sequences(model: nn.Module, sequences: Sequence[np.ndarray], patter
         for indices, batch in eval_batches(sequences, pattern, batch_size):
             batch = batch.to(device)
             inputs, targets = batch[..., :-1], batch[..., 1:]
-            text = None if texts is None else pad_texts([texts[i] for i in indices]).to(device)
+            conditioning = {} if texts is None else {
+                "text": pad_texts([texts[i] for i in indices]).to(device),
+                "durations": pad_texts([durations[i] for i in indices]).to(device)}
             valid = pattern.target_mask(targets)
             with autocast(precision, device):
-                hidden = model(inputs, heads=False, **({} if text is None else {"text": text}))
+                hidden = model(inputs, heads=False, **conditioning)
                 _, per_codebook = heads_cross_entropy(hidden, model.heads.weight, targets, valid)
             n = valid.sum(dim=(0, 2)).cpu()
             sums += per_codebook.double().cpu() * n

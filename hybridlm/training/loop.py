@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from hybridlm.config import TrainParams, TtsTrainParams
+from hybridlm.config import TrainParams
 from hybridlm.delay import DelayPattern
 from hybridlm.model import TEXT_PAD_ID, HybridLM, ModelConfig, parameter_groups
 from hybridlm.ops.cross_entropy import heads_cross_entropy
@@ -34,7 +34,6 @@ from hybridlm.training.batching import PackedRows, SentenceRows, TextRows
 from hybridlm.training.checkpoint import FORMAT, load_checkpoint
 from hybridlm.training.ema import EMA
 from hybridlm.training.evaluation import evaluate_sequences
-from hybridlm.training.guided_attention import guided_attention_loss
 from hybridlm.training.precision import autocast, resolve_precision
 from hybridlm.training.schedule import learning_rate
 from hybridlm.training.store import ResumeStore
@@ -69,7 +68,7 @@ def make_optimizer(model: HybridLM, cfg: TrainParams, device: torch.device) -> t
 
 def train_step(model: HybridLM, optimizer: torch.optim.Optimizer, micro_batches: Sequence[torch.Tensor | TextRows],
                lr: float, grad_clip: float, device: torch.device, *, precision: str,
-               pattern: DelayPattern, guided: tuple[float, float] = (0.0, 0.2)) -> tuple[float, float]:
+               pattern: DelayPattern, logs: dict[str, float] | None = None) -> tuple[float, float]:
     """One optimizer update over ``micro_batches`` (rows ``[B, n_q, S]``, or sentences with their texts: TextRows);
     returns (loss, grad norm before clipping). ``pattern.target_mask`` says which targets count (EOS too, for
     sentences).
@@ -82,43 +81,51 @@ def train_step(model: HybridLM, optimizer: torch.optim.Optimizer, micro_batches:
     non-finite check). Non-finite loss or grad norm returns without updating, so the caller keeps the last good
     weights.
 
-    ``guided`` = (weight, width): with text and a weight > 0, the guided-attention penalty (guided_attention.py)
-    times the weight joins the gradient; the loss returned stays the cross-entropy, comparable with the val loss.
+    Sentences (TextRows) read their text through the pointer their durations give, with the input positions
+    ``hidden`` marks shown as PAD (input dropout; the targets keep them); the duration predictor's squared error on
+    log(1 + frames) of the rows with text joins the gradient (model.TextEncoder.duration), and goes to
+    ``logs["duration_loss"]`` when ``logs`` is given. The loss returned stays the cross-entropy, comparable with
+    the val loss.
     """
     for group in optimizer.param_groups:
         group["lr"] = lr
     total = torch.zeros((), device=device)
+    duration_total = torch.zeros((), device=device)
     net = distributed.unwrap(model)
     for i, rows in enumerate(micro_batches):
-        rows, text = (rows.tokens, rows.text) if isinstance(rows, TextRows) else (rows, None)
+        sentences = rows if isinstance(rows, TextRows) else None
+        rows = rows.tokens if sentences else rows
         valid = pattern.target_mask(rows[..., 1:])
         counts = valid.sum(dim=(0, 2)).to(device, non_blocking=True)  # the global batch's: see distributed.local_rows
-        guide = text is not None and guided[0] > 0
-        if guide:  # per row: steps with a codebook-0 target (frames + EOS) if it has text; their global count
-            text_lengths = (text != TEXT_PAD_ID).sum(dim=1)
-            frames = valid[:, 0].sum(dim=-1) * (text_lengths > 0)
-            text_steps = float(frames.sum())
-            frames = distributed.local_rows(frames).to(device, non_blocking=True)
-            text_lengths = distributed.local_rows(text_lengths).to(device, non_blocking=True)
-        rows = distributed.local_rows(rows).to(device, non_blocking=True)
-        if text is not None:
-            text = distributed.local_rows(text).to(device, non_blocking=True)
+        inputs = rows[..., :-1]
+        conditioning = {}  # peer models (benchmark) take no text
+        if sentences:
+            inputs = inputs.masked_fill(sentences.hidden[..., :-1], pattern.pad_id)
+            has_id = sentences.text != TEXT_PAD_ID
+            ids = max(float(has_id.sum()), 1.0)  # the global count, as for the codes
+            target_log = torch.log1p(sentences.durations.float())
+            conditioning = {"text": sentences.text, "durations": sentences.durations, "log_durations": []}
+            conditioning = {k: v if isinstance(v, list) else distributed.local_rows(v).to(device, non_blocking=True)
+                            for k, v in conditioning.items()}
+            has_id, target_log = (distributed.local_rows(t).to(device, non_blocking=True) for t in (has_id, target_log))
+        inputs, targets = (distributed.local_rows(t).to(device, non_blocking=True) for t in (inputs, rows[..., 1:]))
         valid = distributed.local_rows(valid).to(device, non_blocking=True)
         with distributed.no_sync(model, i < len(micro_batches) - 1):
             with autocast(precision, device):  # through the (DDP) wrapper, which must see the forward
-                conditioning = {} if text is None else {"text": text}  # peer models (benchmark) take no text
-                if guide:
-                    conditioning["alignments"] = alignments = []
-                hidden = model(rows[..., :-1], heads=False, **conditioning)
-                loss, _ = heads_cross_entropy(hidden, net.heads.weight, rows[..., 1:], valid, counts=counts)
+                hidden = model(inputs, heads=False, **conditioning)
+                loss, _ = heads_cross_entropy(hidden, net.heads.weight, targets, valid, counts=counts)
                 objective = loss
-                if guide:
-                    objective = loss + guided[0] * guided_attention_loss(
-                        alignments, frames, text_lengths, guided[1], text_steps)
+                if sentences:
+                    error = (conditioning["log_durations"][0].float() - target_log) ** 2
+                    duration_loss = (error * has_id).sum() / ids
+                    objective = loss + duration_loss
+                    duration_total += duration_loss.detach() / len(micro_batches)
             # x world size: DDP averages the ranks' gradients, the global loss is their sum
             (objective * distributed.world_size() / len(micro_batches)).backward()
         total += loss.detach() / len(micro_batches)
     total = distributed.all_reduce_sum(total)
+    if logs is not None and isinstance(micro_batches[0], TextRows):
+        logs["duration_loss"] = float(distributed.all_reduce_sum(duration_total))
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     loss_value, norm_value = torch.stack([total, grad_norm.to(total.dtype)]).tolist()
     if math.isfinite(loss_value) and math.isfinite(norm_value):
@@ -141,17 +148,18 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 def train(cfg: TrainParams, model_config: ModelConfig, rows: PackedRows | SentenceRows,
           val_sequences: Sequence[np.ndarray], store: ResumeStore, provenance: dict[str, Any], codec: dict[str, Any],
           device: torch.device, log: Callable[[dict[str, float]], None] = lambda record: None, *,
-          val_texts: Sequence[Sequence[int]] | None = None, init: tuple[dict, str] | None = None,
+          val_texts: Sequence[Sequence[int]] | None = None, val_durations: Sequence[Sequence[int]] | None = None,
+          init: tuple[dict, str] | None = None,
           extra_state: dict[str, Any] | None = None) -> RunResult:
     """Bring the store up to date for ``cfg.checkpoint_steps()`` and return where the checkpoints are.
 
     ``log`` receives every history record in step order: first the stored records up to the resume point
     (replayed), then the new ones as they happen, so a logger started fresh ends with the full history.
 
-    Text-to-speech (train_tts): ``rows`` are SentenceRows, ``val_texts`` the val sentences' text ids (the val loss
-    is then logged with and without the text), ``init`` = (weights, source) of an unconditional model that a fresh
-    start loads into the decoder (warm start; a resumed state already holds it), ``extra_state`` goes into every
-    saved state (the text vocabulary).
+    Text-to-speech (train_tts): ``rows`` are SentenceRows, ``val_texts`` the val sentences' text ids and
+    ``val_durations`` their frames per id (the val loss is then logged with and without the text), ``init`` =
+    (weights, source) of an unconditional model that a fresh start loads into the decoder (warm start; a resumed
+    state already holds it), ``extra_state`` goes into every saved state (the text vocabulary).
 
     Under torchrun (distributed.py) every rank calls this; rank 0 alone reads and writes ``store`` (None on the
     others), evaluates, logs and returns the checkpoints; the other ranks get its findings and its resume state.
@@ -215,8 +223,6 @@ def train(cfg: TrainParams, model_config: ModelConfig, rows: PackedRows | Senten
     bar = tqdm(total=cfg.steps, initial=step, desc="train", unit="step", dynamic_ncols=True, file=sys.stderr,
                disable=not main)
     trained = distributed.wrap(model, device)  # after loading: every rank starts from the same weights
-    guided = ((cfg.guided_attention, cfg.guided_attention_width) if isinstance(cfg, TtsTrainParams)
-              else (0.0, 0.2))
     model.train()
     while step < cfg.steps:
         tic = time.perf_counter()
@@ -224,8 +230,9 @@ def train(cfg: TrainParams, model_config: ModelConfig, rows: PackedRows | Senten
                            min_lr_ratio=cfg.min_lr_ratio)
         first = step * rows_per_step
         micro = [rows.rows(first + i * cfg.batch_size, cfg.batch_size) for i in range(cfg.grad_accum)]
+        logs: dict[str, float] = {}
         loss, grad_norm = train_step(trained, optimizer, micro, lr, cfg.grad_clip, device, precision=precision,
-                                     pattern=pattern, guided=guided)
+                                     pattern=pattern, logs=logs)
         if not (math.isfinite(loss) and math.isfinite(grad_norm)):  # the same on every rank: all stop here
             bar.close()
             if main:
@@ -245,11 +252,13 @@ def train(cfg: TrainParams, model_config: ModelConfig, rows: PackedRows | Senten
         # Only results go in the history (it is saved in every checkpoint): the wall-clock speed would make equal
         # runs give different checkpoint bytes; it reaches the stage's timing file through RunResult instead.
         record = {"step": step, "train/loss": loss, "train/lr": lr, "train/grad_norm": grad_norm}
+        if val_texts is not None:  # the duration predictor's own loss (squared error of log(1 + frames) per id)
+            record["train/duration_loss"] = logs["duration_loss"]
         if step % cfg.eval_every == 0 or step in targets:
             ema_model.load_state_dict(ema.averaged_state_dict(model))
             # fp32 whatever the training precision: val/ema_loss then matches the evaluate stage's default.
             result = evaluate_sequences(ema_model, val_sequences, pattern, EVAL_BATCH_SIZE, device, precision="fp32",
-                                        texts=val_texts)
+                                        texts=val_texts, durations=val_durations)
             record.update({"val/ema_loss": result.loss, "val/ema_ppl": result.ppl})
             if val_texts is not None:  # the same sentences with the text dropped: the gap is what the text gives
                 dropped = evaluate_sequences(ema_model, val_sequences, pattern, EVAL_BATCH_SIZE, device,

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from hybridlm.data.aligner import frames_per_id, read_alignments
 from hybridlm.data.shards import Chunk
 from hybridlm.delay import DelayPattern
 from hybridlm.model import ModelConfig
@@ -54,6 +55,21 @@ def read_sentences(root: Path, side: str, config: ModelConfig
     return rows, meta, delayed_sequences(rows, sentence_pattern(config)), vocab.encode_many([row.text for row in rows])
 
 
+def read_durations(alignments: Path, side: str, rows: list[Chunk], texts: list[list[int]]) -> list[list[int]]:
+    """Frames per text id of each sentence (the align stage's ``alignments/<side>.jsonl``, read as the model reads
+    it: hybridlm.data.aligner.frames_per_id), in the order of ``rows``; a sentence missing there, or aligned to
+    another number of ids, is an error naming the file (re-run the align stage)."""
+    path = Path(alignments) / f"{side}.jsonl"
+    paths = read_alignments(path)
+    out = []
+    for row, ids in zip(rows, texts):
+        if row.clip_id not in paths or len(paths[row.clip_id].durations) != len(ids):
+            raise ValueError(f"{path}: no alignment of {row.clip_id}'s {len(ids)} text ids; the alignments are not "
+                             f"of these sentences or this front end (re-run the align stage)")
+        out.append(frames_per_id(paths[row.clip_id]))
+    return out
+
+
 def resolve_init(init_from: Path) -> Path:
     """``tts_train.init_from`` as a checkpoint file: a folder means its latest checkpoint."""
     path = Path(init_from)
@@ -65,9 +81,11 @@ def resolve_init(init_from: Path) -> Path:
     return path
 
 
-def tts_data_hash(init_from: Path, root: Path) -> str:
-    """What a text-to-speech trajectory trains from: the sentence shards and the warm-start checkpoint's bytes."""
-    return params_hash({"sentences": data_hash(root), "init": hash_files({"init": resolve_init(init_from)})})
+def tts_data_hash(init_from: Path, root: Path, alignments: Path) -> str:
+    """What a text-to-speech trajectory trains from: the sentence shards, their alignments and the warm-start
+    checkpoint's bytes."""
+    files = {"init": resolve_init(init_from), **{side: Path(alignments) / f"{side}.jsonl" for side in ("train", "val")}}
+    return params_hash({"sentences": data_hash(root), "files": hash_files(files)})
 
 
 def warm_start(init_from: Path, config: ModelConfig) -> tuple[dict, str]:
