@@ -259,6 +259,8 @@ def bench(
     precision: str = typer.Option("both", help="--model: both | bf16 | fp32 (the best of each is compared)."),
     baseline: bool = typer.Option(False, "--baseline", help="--model: also time the parameter-matched "
                                   "pure-attention config (all layers A, d_ff matched; AAAAAAAA/1350 by default)."),
+    peer: bool = typer.Option(True, "--peer/--no-peer", help="--model: time transformers' OlmoHybridModel beside "
+                              "hybridlm (--no-peer: hybridlm alone, as scripts/gpu_check.sh times the reference batch)."),
     generate: bool = typer.Option(False, "--generate", help="Instead (or with --model): cached sampling speed "
                                   "and real-time factor at batch 1 and --generate-batch."),
     frames: int = typer.Option(150, help="--generate: frames per sample (75 = 1 s)."),
@@ -284,7 +286,7 @@ def bench(
             tables = []
             if model:
                 tables.append(run_model_benchmark(config, batch, repeats, device, precisions[precision],
-                                                  baseline)[1])
+                                                  baseline, peer)[1])
             if generate:
                 tables.append(benchmark_generation(config, frames, tuple(dict.fromkeys((1, generate_batch))),
                                                    repeats, device, precisions[precision]))

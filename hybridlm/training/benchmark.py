@@ -243,14 +243,16 @@ def matched_transformer(config: ModelConfig) -> ModelConfig:
 
 
 def run_model_benchmark(config: ModelConfig, batch: int, repeats: int, device: str, precisions: tuple[str, ...],
-                        baseline: bool) -> tuple[list[Row], str]:
+                        baseline: bool, peer: bool = True) -> tuple[list[Row], str]:
     """`hybridlm bench --model`: time hybridlm and transformers (and the matched transformer); print and return
-    the rows and the markdown table."""
+    the rows and the markdown table. ``peer=False`` times hybridlm alone (`--no-peer`): the GPU acceptance run's
+    throughput at the reference batch needs no transformers model beside it, and must not pay for one."""
     if batch < 1 or repeats < 1:
         raise ValueError(f"bench: --batch and --repeats must be >= 1, got {batch}, {repeats}")
     dev = resolve_device(device, "bench --device")
-    implementations: dict[str, Callable[[ModelConfig], object]] = {
-        "hybridlm": hybridlm_builder, "transformers": transformers_builder}
+    implementations: dict[str, Callable[[ModelConfig], object]] = {"hybridlm": hybridlm_builder}
+    if peer:
+        implementations["transformers"] = transformers_builder
     if baseline:
         matched = matched_transformer(config)
         implementations[f"hybridlm {matched.schedule} d_ff {matched.d_ff} (matched transformer)"] = \
