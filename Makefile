@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test install bench clean-demo
+.PHONY: demo test install bench clean-demo gpu-check
 
 install: $(VENV)/.installed
 
@@ -23,3 +23,8 @@ test: install
 
 bench: install
 	$(BIN)/hybridlm bench
+
+# The GPU acceptance run (docs/performance.md): on a lent GPU machine, from the repository root, with no install
+# (carried wheels in .whl). GPU_CHECK_ARGS passes options, e.g. GPU_CHECK_ARGS="--device cpu --dry-run" here.
+gpu-check:
+	scripts/gpu_check.sh $(GPU_CHECK_ARGS)
