@@ -194,31 +194,3 @@ def test_fla_chunk_matches_torch_chunk_on_cuda():
         torch.testing.assert_close(grads[name], g_ref[name], **tol, msg=lambda m: f"grad {name}: {m}")
     assert check_backend_parity("fla_chunk", "cuda") < 2e-2
 
-
-def model_backend_difference(backend: str, reference: str, device: str) -> float:
-    """The whole model (LLA) with ``backend`` against the same weights with ``reference`` on ``device``: logits and
-    every parameter gradient, each as max |difference| / max(1, max |reference|); the largest is returned."""
-    from hybridlm.model import HybridLM, ModelConfig
-
-    tokens = torch.randint(0, 1024, (2, 8, 100), generator=torch.Generator().manual_seed(0)).to(device)
-    results = []
-    for name in (backend, reference):
-        torch.manual_seed(0)
-        model = HybridLM(ModelConfig(schedule="LLA", d_model=64, d_ff=96, n_heads=2, n_kv_heads=1, gdn_key_dim=16,
-                                     gdn_value_dim=32, context=128, gdn_backend=name)).to(device)
-        logits = model(tokens)
-        logits.float().square().mean().backward()
-        results.append([logits.detach()] + [p.grad for p in model.parameters()])
-    return max(((a - b).abs().max() / b.abs().max().clamp(min=1)).item() for a, b in zip(*results))
-
-
-def test_chunk_backend_inside_the_model_matches_the_loop():
-    """The CPU twin of the fla test below: the harness separates backends (a wrong gate would show here too)."""
-    assert model_backend_difference("torch_chunk", "torch_recurrent", "cpu") < 1e-4
-
-
-@pytest.mark.cuda
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_fla_inside_the_model_matches_torch_chunk_on_cuda():
-    pytest.importorskip("fla", reason="flash-linear-attention not installed (pip install hybridlm[cuda])")
-    assert model_backend_difference("fla_chunk", "torch_chunk", "cuda") < 2e-2  # fla's dots: TF32
