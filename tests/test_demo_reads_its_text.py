@@ -40,14 +40,17 @@ def test_the_demo_model_reads_its_text(tmp_path, monkeypatch):
     final = metrics("evaluate_tts", "metrics")["final"]
     assert final["step"] == demo_overrides()["tts_train"]["steps"]
     gap, cb0 = final["content_gap"], final["content_gap_per_codebook"]["cb0"]
-    # targets 0.02 / 0.08 / half the oracle (measured 0.100 / 0.411, oracle 0.101 / 0.420); a wrong text is worse
+    # targets 0.02 / 0.08 / half the oracle (`make demo`: 0.126 / 0.517, oracle 0.123 / 0.509;
+    # fp32 0.109 / 0.430; docs/tts.md); a wrong text is worse
     # than the right one overall and on codebook 0
     assert gap > 0.03 and cb0 > 0.12, final
     assert gap > 0.6 * final["oracle_content_gap"], final
     assert cb0 > 0.6 * final["oracle_content_gap_per_codebook"]["cb0"], final
 
     reading = metrics("render_tts", "asr_metrics")["final"]
-    # targets: <= 0.35 and within 0.25 of the floor (measured 0.23, floor 0.00); r >= 0.8; EOS >= 0.9
+    # targets: <= 0.35 and within 0.25 of the floor; r >= 0.8; EOS >= 0.9. Sampled readings vary with threads,
+    # precision and seed (one thread as here 0.23, `make demo` 0.15, fp32 0.14, seed 1 0.18; floor 0.00), so the
+    # margin is on the absolute error and the floor-relative bound is the target itself.
     assert reading["reading_error_rate"] < 0.3, reading
     assert reading["reading_error_rate"] - reading["reading_error_floor"] <= 0.25, reading
     assert reading["duration_correlation"] > 0.85, reading
