@@ -1,7 +1,7 @@
 """The hybrid Gated DeltaNet + attention language model over EnCodec codes (OLMo-hybrid layer definitions).
 
-One file, read top to bottom: config -> norms/MLP -> attention block -> Gated DeltaNet block -> cache -> model
-(embeddings, forward, generate) -> loss and optimizer helpers.
+Read top to bottom: config -> cache -> model (embeddings, forward, generate) -> loss and optimizer helpers. The
+layers it composes live in hybridlm.layers (attention, Gated DeltaNet, MLP and norms, text encoder, cross-attention).
 
 Why a hybrid: Gated DeltaNet (GDN) layers keep a fixed-size K x V state per head, so decoding costs O(1) per step
 and training is linear in length; a few softmax-attention layers (every 4th, and the last) restore exact recall.
@@ -25,31 +25,29 @@ its "no text" branch: an empty (all-pad) text row switches the cross-attention o
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
 from typing import Annotated, Literal
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field, model_validator
 from torch import nn
 
 from hybridlm.delay import NUM_SPECIAL, DelayPattern
-from hybridlm.ops.gated_delta import gated_delta_rule
-from pydantic import Field, model_validator
-
+from hybridlm.layers.attention import AttentionBlock, KVCache
+from hybridlm.layers.cross_attention import CrossAttention, CrossCache, text_pointer
+from hybridlm.layers.gated_deltanet import GDNBlock, GDNCache
+from hybridlm.layers.init import init_normal
+from hybridlm.layers.norms import RMSNorm
+from hybridlm.layers.text_encoder import TEXT_PAD_ID, TextEncoder
 from hybridlm.params import Bool, Float, Int, ParamError, Str, params_section, parse_section
 
-NORM_EPS = 1e-6  # block and QK RMSNorms
-GDN_NORM_EPS = 1e-5  # per-head gated output norm of the GDN layers
-L2_EPS = 1e-6  # q/k L2 normalisation in the GDN layers
-INIT_STD = 0.02  # every Linear and the embeddings start as N(0, 0.02)
 LAYER_KINDS = {"L": "gdn", "A": "attention"}
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # Config
 # ----------------------------------------------------------------------------------------------------------------
-TEXT_PAD_ID = 0  # text id 0 pads a batch of texts; a row of pads only = no text (hybridlm.text agrees)
 TEXT_PARTS = ("text_encoder.", "cross_attention.")  # state-dict prefixes of the text-conditioning weights
 
 
@@ -182,108 +180,8 @@ def config_from_dict(raw: dict) -> ModelConfig:
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Building blocks
+# The model
 # ----------------------------------------------------------------------------------------------------------------
-class RMSNorm(nn.Module):
-    """x / rms(x) * weight, computed in fp32 (bf16 sums of squares lose too much)."""
-
-    def __init__(self, dim: int, eps: float = NORM_EPS) -> None:
-        super().__init__()
-        self.eps = eps
-        self.weight = nn.Parameter(torch.ones(dim))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x32 = x.float()
-        normed = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
-        return (normed * self.weight.float()).to(x.dtype)
-
-
-class GatedRMSNorm(RMSNorm):
-    """Per-head output norm of the GDN layers: RMSNorm over the value dim, then times SiLU(gate)."""
-
-    def forward(self, x: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        return (super().forward(x).float() * F.silu(gate.float())).to(x.dtype)
-
-
-def fused_weight(owner: nn.Module, *names: str) -> torch.Tensor:
-    """The weights of ``owner``'s Linear submodules ``names`` stacked along the output dim, for one GEMM.
-
-    In training the concat sits in the autograd graph (its cost, one ~MB copy, is small beside the matmul). Without
-    gradients (sampling, evaluation) the stacked copy is kept on ``owner`` and rebuilt only when a weight changes
-    (new storage or an in-place update such as an optimizer step or load_state_dict bumps ``_version``): a decode
-    step re-concatenating every layer's weights spent ~30% of its time in the copies.
-    """
-    weights = [getattr(owner, name).weight for name in names]
-    if torch.is_grad_enabled() and any(w.requires_grad for w in weights):
-        return torch.cat(weights)
-    device_type = weights[0].device.type
-    # Under autocast keep the copy in the autocast dtype: F.linear then has nothing to cast, and a bf16 copy halves
-    # the bytes a memory-bound decode step reads (a 1 x 384 x 8216 GEMV: 2.2 ms fp32, 0.7 ms bf16 on one core).
-    dtype = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else weights[0].dtype
-    key = (dtype, *((w.data_ptr(), w._version) for w in weights))
-    cached = owner.__dict__.get("_fused_weight")
-    if cached is None or cached[0] != key:
-        cached = owner.__dict__["_fused_weight"] = (key, torch.cat(weights).to(dtype))
-    return cached[1]
-
-
-class SwiGLU(nn.Module):
-    """down(SiLU(gate(x)) * up(x)), no biases."""
-
-    def __init__(self, d_model: int, d_ff: int) -> None:
-        super().__init__()
-        self.gate_proj = nn.Linear(d_model, d_ff, bias=False)
-        self.up_proj = nn.Linear(d_model, d_ff, bias=False)
-        self.down_proj = nn.Linear(d_ff, d_model, bias=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate, up = F.linear(x, fused_weight(self, "gate_proj", "up_proj")).chunk(2, dim=-1)  # one GEMM
-        return self.down_proj(F.silu(gate) * up)
-
-
-def apply_rope(x: torch.Tensor, positions: torch.Tensor, theta: float) -> torch.Tensor:
-    """Rotary position embedding on ``x [B, H, S, D]`` (rotate-half pairing: dim i pairs with i + D/2).
-
-    Pair i rotates by angle ``position * theta^(-2i/D)``; positions are absolute, so a cached decode step passes
-    its true position (cache length) and gets exactly the rotation the full-sequence forward used.
-    """
-    half = x.shape[-1] // 2
-    inv_freq = theta ** (-torch.arange(half, device=x.device, dtype=torch.float32) / half)
-    angles = positions.to(torch.float32)[:, None] * inv_freq[None, :]  # [S, D/2]
-    cos, sin = angles.cos(), angles.sin()
-    x1, x2 = x.float()[..., :half], x.float()[..., half:]
-    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).to(x.dtype)
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Cache for incremental decoding
-# ----------------------------------------------------------------------------------------------------------------
-@dataclass
-class KVCache:
-    """Keys and values of all past steps of one attention layer: ``[B, n_kv_heads, steps, head_dim]`` (post-RoPE)."""
-
-    k: torch.Tensor
-    v: torch.Tensor
-
-
-@dataclass
-class GDNCache:
-    """One GDN layer's whole past in constant size: the last ``conv_size - 1`` conv inputs ``[B, conv_size - 1,
-    channels]`` and the recurrent state ``[B, H, K, V]`` (fp32)."""
-
-    conv: torch.Tensor
-    state: torch.Tensor
-
-
-@dataclass
-class CrossCache:
-    """One cross-attention's values over the text ``[B, text_len + 1, d_model]`` (the last one: "end of text"),
-    computed once per prompt; ``has_text [B]`` is False for rows without text."""
-
-    v: torch.Tensor
-    has_text: torch.Tensor
-
-
 @dataclass
 class ModelCache:
     """Per-layer caches plus the number of steps already consumed (the RoPE offset). ``forward`` updates it.
@@ -301,302 +199,6 @@ class ModelCache:
         return (first.k if isinstance(first, KVCache) else first.state).shape[0]
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# Attention block (post-norm, as OLMo 2/3)
-# ----------------------------------------------------------------------------------------------------------------
-class Attention(nn.Module):
-    """Causal GQA self-attention with QK-norm over the whole projected q and k, and RoPE."""
-
-    def __init__(self, config: ModelConfig) -> None:
-        super().__init__()
-        self.n_heads, self.n_kv_heads, self.head_dim = config.n_heads, config.n_kv_heads, config.head_dim
-        self.rope_theta = config.rope_theta
-        d = config.d_model
-        self.q_proj = nn.Linear(d, self.n_heads * self.head_dim, bias=False)
-        self.k_proj = nn.Linear(d, self.n_kv_heads * self.head_dim, bias=False)
-        self.v_proj = nn.Linear(d, self.n_kv_heads * self.head_dim, bias=False)
-        self.o_proj = nn.Linear(self.n_heads * self.head_dim, d, bias=False)
-        self.q_norm = RMSNorm(self.n_heads * self.head_dim)
-        self.k_norm = RMSNorm(self.n_kv_heads * self.head_dim)
-
-    def forward(self, x: torch.Tensor, offset: int, cache: KVCache | None) -> torch.Tensor:
-        batch, steps, _ = x.shape
-        q_width, kv_width = self.n_heads * self.head_dim, self.n_kv_heads * self.head_dim
-        q, k, v = F.linear(x, fused_weight(self, "q_proj", "k_proj", "v_proj")).split(
-            [q_width, kv_width, kv_width], dim=-1)  # one GEMM for the three projections
-        q = self.q_norm(q).view(batch, steps, self.n_heads, self.head_dim).transpose(1, 2)
-        k = self.k_norm(k).view(batch, steps, self.n_kv_heads, self.head_dim).transpose(1, 2)
-        v = v.reshape(batch, steps, self.n_kv_heads, self.head_dim).transpose(1, 2)
-        positions = torch.arange(offset, offset + steps, device=x.device)
-        q, k = apply_rope(q, positions, self.rope_theta), apply_rope(k, positions, self.rope_theta)
-        if cache is not None:
-            k = cache.k = torch.cat([cache.k.to(k.dtype), k], dim=2)
-            v = cache.v = torch.cat([cache.v.to(v.dtype), v], dim=2)
-        total = k.shape[2]
-        if total == steps:  # no past: the plain causal mask (flash kernel on CUDA)
-            out = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
-        else:  # past in the cache: query i sits at absolute position total - steps + i
-            mask = None
-            if steps > 1:
-                query_pos = torch.arange(total - steps, total, device=x.device)
-                mask = torch.arange(total, device=x.device)[None, :] <= query_pos[:, None]
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
-        return self.o_proj(out.transpose(1, 2).reshape(batch, steps, self.n_heads * self.head_dim))
-
-
-class AttentionBlock(nn.Module):
-    """h = x + norm(attn(x)); h = h + norm(mlp(h))  (post-norm: the norms sit on the branch outputs)."""
-
-    def __init__(self, config: ModelConfig) -> None:
-        super().__init__()
-        self.attn = Attention(config)
-        self.attn_norm = RMSNorm(config.d_model)
-        self.mlp = SwiGLU(config.d_model, config.d_ff)
-        self.mlp_norm = RMSNorm(config.d_model)
-
-    def forward(self, x: torch.Tensor, offset: int, cache: KVCache | None) -> torch.Tensor:
-        h = x + self.attn_norm(self.attn(x, offset, cache))
-        return h + self.mlp_norm(self.mlp(h))
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Gated DeltaNet block (pre-norm)
-# ----------------------------------------------------------------------------------------------------------------
-class GatedDeltaNet(nn.Module):
-    """The GDN token mixer: projections, short causal conv, then the gated delta rule (hybridlm.ops.gated_delta).
-
-    Per head: q, k in R^K (L2-normalised), v in R^V, write strength beta = sigmoid(b) (x2 with negative
-    eigenvalues), log-decay g = -exp(A_log) * softplus(a + dt_bias) <= 0 (fp32), and the output gated-normed with
-    SiLU(g_proj(x)) before o_proj.
-    """
-
-    def __init__(self, config: ModelConfig) -> None:
-        super().__init__()
-        self.n_heads, self.key_dim, self.value_dim = config.n_heads, config.gdn_key_dim, config.gdn_value_dim
-        self.conv_size, self.neg_eigval, self.backend = config.gdn_conv_size, config.gdn_neg_eigval, config.gdn_backend
-        d, h = config.d_model, self.n_heads
-        self.q_proj = nn.Linear(d, h * self.key_dim, bias=False)
-        self.k_proj = nn.Linear(d, h * self.key_dim, bias=False)
-        self.v_proj = nn.Linear(d, h * self.value_dim, bias=False)
-        self.g_proj = nn.Linear(d, h * self.value_dim, bias=False)  # output gate
-        self.a_proj = nn.Linear(d, h, bias=False)  # decay input
-        self.b_proj = nn.Linear(d, h, bias=False)  # write-strength input
-        self.conv_channels = h * (2 * self.key_dim + self.value_dim)
-        # One depthwise conv over the concatenated [q, k, v] channels (= three separate depthwise convs).
-        self.conv = nn.Conv1d(self.conv_channels, self.conv_channels, self.conv_size, groups=self.conv_channels,
-                              bias=False)
-        # A = exp(A_log) ~ U(0, 16) sets each head's decay rate; dt ~ logU(1e-3, 0.1) its time step via dt_bias.
-        a = torch.empty(h).uniform_(0, 16).clamp_(min=1e-4)  # clamp: U(0,16) could return exactly 0 -> log = -inf
-        self.A_log = nn.Parameter(a.log())
-        dt = torch.exp(torch.empty(h).uniform_(math.log(1e-3), math.log(0.1))).clamp_(min=1e-4)
-        self.dt_bias = nn.Parameter(dt + torch.log(-torch.expm1(-dt)))  # softplus^-1(dt)
-        self.o_norm = GatedRMSNorm(self.value_dim, eps=GDN_NORM_EPS)
-        self.o_proj = nn.Linear(h * self.value_dim, d, bias=False)
-
-    def forward(self, x: torch.Tensor, cache: GDNCache | None) -> torch.Tensor:
-        batch, steps, _ = x.shape
-        h, kd, vd = self.n_heads, self.key_dim, self.value_dim
-        # All six input projections as one GEMM (fused_weight); the parameters stay separate, as in transformers.
-        weight = fused_weight(self, "q_proj", "k_proj", "v_proj", "g_proj", "a_proj", "b_proj")
-        qkv, gate, decay_in, beta_in = F.linear(x, weight).split([self.conv_channels, h * vd, h, h], dim=-1)
-        history = qkv.new_zeros(batch, self.conv_size - 1, self.conv_channels) if cache is None else cache.conv
-        padded = torch.cat([history.to(qkv.dtype), qkv], dim=1)  # causal: step s sees steps s-3..s
-        if cache is not None:
-            cache.conv = padded[:, padded.shape[1] - (self.conv_size - 1):].clone()  # not a view of padded
-        qkv = F.silu(self._depthwise_conv(padded, steps))
-        q, k, v = qkv.split([h * kd, h * kd, h * vd], dim=-1)
-        q = F.normalize(q.reshape(batch, steps, h, kd), dim=-1, eps=L2_EPS)
-        k = F.normalize(k.reshape(batch, steps, h, kd), dim=-1, eps=L2_EPS)
-        v = v.reshape(batch, steps, h, vd)
-        beta = torch.sigmoid(beta_in)
-        if self.neg_eigval:
-            beta = beta * 2.0
-        log_decay = -self.A_log.float().exp() * F.softplus(decay_in.float() + self.dt_bias.float())
-        # A single decode step is one recurrence step: the token-loop backend is exact and O(1) there on any device.
-        backend = "torch_recurrent" if cache is not None and steps == 1 else self.backend
-        out, state = gated_delta_rule(
-            q, k, v, log_decay, beta, scale=kd**-0.5,
-            initial_state=None if cache is None else cache.state,
-            output_final_state=cache is not None, backend=backend,
-        )
-        if cache is not None:
-            cache.state = state
-        out = self.o_norm(out, gate.reshape(batch, steps, h, vd))
-        return self.o_proj(out.reshape(batch, steps, h * vd))
-
-
-    def _depthwise_conv(self, padded: torch.Tensor, steps: int) -> torch.Tensor:
-        """out[:, s, c] = sum_j weight[c, j] * padded[:, s + j, c]  (padded: [B, S + conv_size - 1, C]).
-
-        Written as conv_size shifted multiply-adds in the projections' [B, S, C] layout rather than F.conv1d: on
-        CPU oneDNN's depthwise conv1d backward took ~0.8 s per layer at B=2, T=1024 (15% of a training step, over
-        100x its arithmetic) and its forward ~50 ms even for a single decode step; the taps are a few elementwise
-        passes and need no [B, C, S] transposes. The cached-decoding test checks both paths agree.
-        """
-        weight = self.conv.weight[:, 0].to(padded.dtype)  # [C, conv_size]
-        out = padded[:, :steps] * weight[:, 0]
-        for j in range(1, self.conv_size):
-            out = out.addcmul(padded[:, j : j + steps], weight[:, j])
-        return out
-
-
-class GDNBlock(nn.Module):
-    """h = x + gdn(norm(x)); h = h + mlp(norm(h))  (pre-norm)."""
-
-    def __init__(self, config: ModelConfig) -> None:
-        super().__init__()
-        self.gdn_norm = RMSNorm(config.d_model)
-        self.gdn = GatedDeltaNet(config)
-        self.mlp_norm = RMSNorm(config.d_model)
-        self.mlp = SwiGLU(config.d_model, config.d_ff)
-
-    def forward(self, x: torch.Tensor, offset: int, cache: GDNCache | None) -> torch.Tensor:
-        h = x + self.gdn(self.gdn_norm(x), cache)
-        return h + self.mlp(self.mlp_norm(h))
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Text conditioning: a bidirectional text encoder and gated cross-attention into its states
-# ----------------------------------------------------------------------------------------------------------------
-def sinusoid_positions(length: int, dim: int, device: torch.device | str | None = None) -> torch.Tensor:
-    """``[length, dim]`` sine/cosine absolute positions (first half sin, second half cos), scaled to INIT_STD.
-
-    Why absolute positions in the text encoder: cross-attention has to find *where* in the text the audio is, and a
-    bidirectional encoder has no causal mask to count positions from. Why the scale: at 1 the positions would drown
-    the N(0, INIT_STD) character embeddings (50x larger) at the start of training.
-    """
-    half = dim // 2
-    inv_freq = 10000.0 ** (-torch.arange(half, device=device, dtype=torch.float32) / max(half, 1))
-    angles = torch.arange(length, device=device, dtype=torch.float32)[:, None] * inv_freq[None, :]
-    out = torch.zeros(length, dim, device=device)
-    out[:, :half], out[:, half : 2 * half] = angles.sin(), angles.cos()
-    return out * INIT_STD
-
-
-class TextEncoderBlock(nn.Module):
-    """Pre-norm bidirectional transformer block: h = x + attn(norm(x)) over the non-pad positions; h + mlp(norm(h))."""
-
-    def __init__(self, text: TextConfig) -> None:
-        super().__init__()
-        self.n_heads, self.head_dim = text.n_heads, text.d_model // text.n_heads
-        self.attn_norm = RMSNorm(text.d_model)
-        self.qkv_proj = nn.Linear(text.d_model, 3 * text.d_model, bias=False)
-        self.o_proj = nn.Linear(text.d_model, text.d_model, bias=False)
-        self.mlp_norm = RMSNorm(text.d_model)
-        self.mlp = SwiGLU(text.d_model, text.d_ff)
-
-    def forward(self, x: torch.Tensor, attend: torch.Tensor) -> torch.Tensor:
-        batch, length, width = x.shape
-        q, k, v = self.qkv_proj(self.attn_norm(x)).view(batch, length, 3, self.n_heads, self.head_dim).unbind(2)
-        out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
-                                             attn_mask=attend)
-        h = x + self.o_proj(out.transpose(1, 2).reshape(batch, length, width))
-        return h + self.mlp(self.mlp_norm(h))
-
-
-class TextEncoder(nn.Module):
-    """Character ids ``[B, L]`` (TEXT_PAD_ID = padding) -> states ``[B, L, text.d_model]`` and the mask of real ids.
-
-    Bidirectional: every character sees the whole sentence (its neighbours decide how it sounds). A row with no
-    text at all attends over its pads, so its states stay finite; the cross-attention ignores such rows.
-
-    ``duration`` predicts each id's log(1 + frames) from its state and id (FastSpeech 2): what places the pointer when
-    sampling, so that the length and the end of a reading follow the text. It reads detached states, so its loss
-    trains the predictor alone and never competes with reading (as Glow-TTS's; measured on the demo, letting it
-    train the encoder took the content gap from 0.026 to 0.001); its last layer has the model's one bias (the mean
-    log duration).
-    """
-
-    def __init__(self, text: TextConfig) -> None:
-        super().__init__()
-        self.vocab_size = text.vocab_size
-        self.embed = nn.Embedding(text.vocab_size, text.d_model)
-        self.layers = nn.ModuleList(TextEncoderBlock(text) for _ in range(text.layers))
-        self.norm = RMSNorm(text.d_model)
-        self.duration_embed = nn.Embedding(text.vocab_size, text.d_model)
-        self.duration = nn.Sequential(nn.Linear(text.d_model, text.d_model, bias=False), nn.SiLU(),
-                                      nn.Linear(text.d_model, 1))
-
-    def forward(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if ids.ndim != 2 or ids.shape[1] < 1 or ids.dtype not in (torch.long, torch.int32):
-            raise ValueError(f"TextEncoder: text must be int64/int32 ids [batch, length >= 1], got "
-                             f"{ids.dtype} {tuple(ids.shape)}")
-        low, high = int(ids.min()), int(ids.max())
-        if low < 0 or high >= self.vocab_size:
-            raise ValueError(f"TextEncoder: text ids must lie in [0, {self.vocab_size}) (tts_model.vocab_size), "
-                             f"got [{low}, {high}]")
-        mask = ids != TEXT_PAD_ID
-        attend = (mask | ~mask.any(dim=1, keepdim=True))[:, None, None, :]
-        x = self.embed(ids) + sinusoid_positions(ids.shape[1], self.embed.embedding_dim, ids.device).to(
-            self.embed.weight.dtype)
-        for layer in self.layers:
-            x = layer(x, attend)
-        return self.norm(x), mask
-
-    def log_durations(self, states: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-        """``[B, L]`` predicted log(1 + frames) of each id, from the encoder ``states`` (detached: context) plus the
-        predictor's own embedding of the id (what the id alone says: measured on the demo, the detached states
-        alone left the duration loss at ~0.4 and the readings off their text)."""
-        return self.duration(states.detach() + self.duration_embed(ids)).squeeze(-1)
-
-
-def text_pointer(ends: torch.Tensor, start: int, steps: int, early: int) -> torch.Tensor:
-    """``[B, steps]``: the text position each decoder position ``start ..`` reads, from ``ends [B, L]`` (the frame
-    at which each id ends: cumulative frames per id, pads adding 0).
-
-    Delay pattern: input position ``s`` predicts codebook 0 of frame ``s`` (and codebook q of frame ``s - q``, which
-    follows from the codes already heard), so it reads the id sounding in frame ``s + early``; ids of 0 frames are
-    passed over; from the frame where the text ends on, position ``L`` ("end of text")."""
-    frames = torch.arange(start, start + steps, device=ends.device) + early
-    return torch.searchsorted(ends.contiguous(), frames.expand(ends.shape[0], -1).contiguous(), right=True)
-
-
-class CrossAttention(nn.Module):
-    """x + tanh(gate) * o(v(text state at the pointer)): cross-attention whose weights are a hard monotonic pointer
-    (1 on the id :func:`text_pointer` gives, 0 elsewhere), a gated residual that adds 0 at init.
-
-    Why a pointer and not learned attention weights: measured on the demo (docs/tts.md), free attention, guided
-    towards the diagonal or even supervised with the right character, did not find the character at this scale
-    (the decoder's query would have to count the letters heard so far), while the pointer from the aligner read.
-    Past the text's end the pointer shows ``end``, a learned text-space state: where EOS is sampled.
-
-    Why the output projection ``o`` starts at 0 (HybridLM zeroes it) and the gate at 1: at step 0 the conditioned
-    model is exactly the decoder it starts from, so a warm start loses nothing. A gate at 0 (as Flamingo) with a
-    random ``o`` deadlocks at this scale: every cross-attention weight but the gate gets a zero gradient, and the
-    gate's own gradient (the loss change along a random, text-blind direction) is noise, so it barely moves —
-    measured on the demo sentences: gate -0.0008 after 100 steps at lr 0.01, text gap 1e-6 nats. With ``o`` at 0 its
-    gradient is nonzero from step 0 and q/k/v follow as soon as it moves. Rows without
-    text (``has_text`` False: dropped for classifier-free guidance) get no contribution, i.e. the plain decoder.
-    """
-
-    def __init__(self, config: ModelConfig) -> None:
-        super().__init__()
-        d, text_d = config.d_model, config.text.d_model
-        self.end = nn.Embedding(1, text_d)  # the text state shown once the text is over
-        self.v_proj = nn.Linear(text_d, d, bias=False)
-        self.o_proj = nn.Linear(d, d, bias=False)
-        self.gate = nn.Parameter(torch.ones(1))
-
-    def memory(self, states: torch.Tensor, mask: torch.Tensor) -> CrossCache:
-        """Values of the text states and of ``end`` after them (what generation computes once per prompt)."""
-        end = self.end.weight[None].expand(states.shape[0], 1, -1).to(states.dtype)
-        return CrossCache(v=self.v_proj(torch.cat([states, end], dim=1)), has_text=mask.any(dim=1))
-
-    def forward(self, x: torch.Tensor, memory: CrossCache, pointer: torch.Tensor,
-                alignments: list | None = None) -> torch.Tensor:
-        """``pointer [B, S]``: the text position (``L`` = end) each step reads. ``alignments`` receives the weights
-        as cross-attention weights ``[B, 1, S, L]``: one-hot on the read id, all 0 past the end."""
-        v = memory.v.to(x.dtype)
-        out = self.o_proj(v.gather(1, pointer[..., None].expand(-1, -1, v.shape[-1])))
-        if alignments is not None:
-            alignments.append(F.one_hot(pointer, v.shape[1])[None, ..., :-1].transpose(0, 1).to(x.dtype))
-        gate = torch.tanh(self.gate) * memory.has_text.to(x.dtype)[:, None, None]
-        return x + gate.to(x.dtype) * out
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# The model
-# ----------------------------------------------------------------------------------------------------------------
 class HybridLM(nn.Module):
     """Summed codebook embeddings -> schedule of GDN / attention blocks -> final RMSNorm -> one head per codebook."""
 
@@ -861,13 +463,6 @@ class HybridLM(nn.Module):
             if bool((ends >= 0).all()) and t >= int(ends.max()) + cfg.num_codebooks:
                 break
         return seq, [(int(e), bool(s)) for e, s in zip(ends, sampled_eos)]
-
-def init_normal(module: nn.Module) -> None:
-    """Every Linear and Embedding weight in ``module`` as N(0, INIT_STD), in module order."""
-    for sub in module.modules():
-        if isinstance(sub, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(sub.weight, mean=0.0, std=INIT_STD)
-
 
 def sample_codes(logits: torch.Tensor, temperature: float, top_k: int,
                  generator: torch.Generator | None) -> torch.Tensor:

@@ -13,9 +13,9 @@ import torch
 import torch.nn.functional as F
 
 from hybridlm.delay import DelayPattern
+from hybridlm.layers.attention import AttentionBlock
+from hybridlm.layers.gated_deltanet import GDNBlock
 from hybridlm.model import (
-    AttentionBlock,
-    GDNBlock,
     HybridLM,
     ModelConfig,
     codebook_cross_entropy,

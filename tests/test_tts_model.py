@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from hybridlm.delay import DelayPattern
+from hybridlm.layers.text_encoder import TEXT_PAD_ID
 from hybridlm.model import (
-    TEXT_PAD_ID,
     HybridLM,
     NO_TEXT,
     ModelConfig,

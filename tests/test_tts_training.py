@@ -15,7 +15,8 @@ import yaml
 from hybridlm.config import TtsTrainParams
 from hybridlm.data.shards import Chunk
 from hybridlm.delay import DelayPattern
-from hybridlm.model import TEXT_PAD_ID, HybridLM, ModelConfig, TextConfig
+from hybridlm.layers.text_encoder import TEXT_PAD_ID
+from hybridlm.model import HybridLM, ModelConfig, TextConfig
 from hybridlm.params import parse_section
 from hybridlm.training.batching import SentenceRows, TextRows, delayed_sequences
 from hybridlm.training.checkpoint import load_checkpoint, provenance, trajectory_params

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from hybridlm.delay import DelayPattern
-from hybridlm.model import TEXT_PAD_ID
+from hybridlm.layers.text_encoder import TEXT_PAD_ID
 
 
 def delayed_sequences(chunks: Sequence, pattern: DelayPattern) -> list[np.ndarray]:

@@ -27,7 +27,8 @@ from tqdm import tqdm
 
 from hybridlm.config import TrainParams
 from hybridlm.delay import DelayPattern
-from hybridlm.model import TEXT_PAD_ID, HybridLM, ModelConfig, parameter_groups
+from hybridlm.layers.text_encoder import TEXT_PAD_ID
+from hybridlm.model import HybridLM, ModelConfig, parameter_groups
 from hybridlm.ops.cross_entropy import heads_cross_entropy
 from hybridlm.training import distributed
 from hybridlm.training.batching import PackedRows, SentenceRows, TextRows
@@ -83,7 +84,7 @@ def train_step(model: HybridLM, optimizer: torch.optim.Optimizer, micro_batches:
 
     Sentences (TextRows) read their text through the pointer their durations give, with the input positions
     ``hidden`` marks shown as PAD (input dropout; the targets keep them); the duration predictor's squared error on
-    log(1 + frames) of the rows with text joins the gradient (model.TextEncoder.duration), and goes to
+    log(1 + frames) of the rows with text joins the gradient (TextEncoder.duration), and goes to
     ``logs["duration_loss"]`` when ``logs`` is given. The loss returned stays the cross-entropy, comparable with
     the val loss.
     """

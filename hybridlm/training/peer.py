@@ -16,7 +16,9 @@ import logging
 import torch
 from torch import nn
 
-from hybridlm.model import AttentionBlock, GDNBlock, HybridLM, ModelConfig
+from hybridlm.layers.attention import AttentionBlock
+from hybridlm.layers.gated_deltanet import GDNBlock
+from hybridlm.model import HybridLM, ModelConfig
 
 
 def _olmo_hybrid_config(config: ModelConfig):

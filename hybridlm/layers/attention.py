@@ -1,0 +1,93 @@
+"""Causal GQA self-attention with QK-norm and RoPE, its KV cache, and the post-norm attention block (OLMo 2/3)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hybridlm.layers.mlp import SwiGLU, fused_weight
+from hybridlm.layers.norms import RMSNorm
+
+if TYPE_CHECKING:
+    from hybridlm.model import ModelConfig
+
+
+def apply_rope(x: torch.Tensor, positions: torch.Tensor, theta: float) -> torch.Tensor:
+    """Rotary position embedding on ``x [B, H, S, D]`` (rotate-half pairing: dim i pairs with i + D/2).
+
+    Pair i rotates by angle ``position * theta^(-2i/D)``; positions are absolute, so a cached decode step passes
+    its true position (cache length) and gets exactly the rotation the full-sequence forward used.
+    """
+    half = x.shape[-1] // 2
+    inv_freq = theta ** (-torch.arange(half, device=x.device, dtype=torch.float32) / half)
+    angles = positions.to(torch.float32)[:, None] * inv_freq[None, :]  # [S, D/2]
+    cos, sin = angles.cos(), angles.sin()
+    x1, x2 = x.float()[..., :half], x.float()[..., half:]
+    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).to(x.dtype)
+
+
+@dataclass
+class KVCache:
+    """Keys and values of all past steps of one attention layer: ``[B, n_kv_heads, steps, head_dim]`` (post-RoPE)."""
+
+    k: torch.Tensor
+    v: torch.Tensor
+
+
+class Attention(nn.Module):
+    """Causal GQA self-attention with QK-norm over the whole projected q and k, and RoPE."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.n_heads, self.n_kv_heads, self.head_dim = config.n_heads, config.n_kv_heads, config.head_dim
+        self.rope_theta = config.rope_theta
+        d = config.d_model
+        self.q_proj = nn.Linear(d, self.n_heads * self.head_dim, bias=False)
+        self.k_proj = nn.Linear(d, self.n_kv_heads * self.head_dim, bias=False)
+        self.v_proj = nn.Linear(d, self.n_kv_heads * self.head_dim, bias=False)
+        self.o_proj = nn.Linear(self.n_heads * self.head_dim, d, bias=False)
+        self.q_norm = RMSNorm(self.n_heads * self.head_dim)
+        self.k_norm = RMSNorm(self.n_kv_heads * self.head_dim)
+
+    def forward(self, x: torch.Tensor, offset: int, cache: KVCache | None) -> torch.Tensor:
+        batch, steps, _ = x.shape
+        q_width, kv_width = self.n_heads * self.head_dim, self.n_kv_heads * self.head_dim
+        q, k, v = F.linear(x, fused_weight(self, "q_proj", "k_proj", "v_proj")).split(
+            [q_width, kv_width, kv_width], dim=-1)  # one GEMM for the three projections
+        q = self.q_norm(q).view(batch, steps, self.n_heads, self.head_dim).transpose(1, 2)
+        k = self.k_norm(k).view(batch, steps, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        v = v.reshape(batch, steps, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        positions = torch.arange(offset, offset + steps, device=x.device)
+        q, k = apply_rope(q, positions, self.rope_theta), apply_rope(k, positions, self.rope_theta)
+        if cache is not None:
+            k = cache.k = torch.cat([cache.k.to(k.dtype), k], dim=2)
+            v = cache.v = torch.cat([cache.v.to(v.dtype), v], dim=2)
+        total = k.shape[2]
+        if total == steps:  # no past: the plain causal mask (flash kernel on CUDA)
+            out = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+        else:  # past in the cache: query i sits at absolute position total - steps + i
+            mask = None
+            if steps > 1:
+                query_pos = torch.arange(total - steps, total, device=x.device)
+                mask = torch.arange(total, device=x.device)[None, :] <= query_pos[:, None]
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
+        return self.o_proj(out.transpose(1, 2).reshape(batch, steps, self.n_heads * self.head_dim))
+
+
+class AttentionBlock(nn.Module):
+    """h = x + norm(attn(x)); h = h + norm(mlp(h))  (post-norm: the norms sit on the branch outputs)."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.attn = Attention(config)
+        self.attn_norm = RMSNorm(config.d_model)
+        self.mlp = SwiGLU(config.d_model, config.d_ff)
+        self.mlp_norm = RMSNorm(config.d_model)
+
+    def forward(self, x: torch.Tensor, offset: int, cache: KVCache | None) -> torch.Tensor:
+        h = x + self.attn_norm(self.attn(x, offset, cache))
+        return h + self.mlp_norm(self.mlp(h))
