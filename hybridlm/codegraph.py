@@ -4,8 +4,8 @@ The rule, one for every stage: a stage's code is its module ``stages/<command>.p
 it imports, directly or through other project modules (every ``import`` statement in a file counts, also those
 inside functions), except
 
-- ``CONTRACT_MODULES`` (params.py, config.py, atomic.py, codegraph.py): they read and validate params, write files
-  atomically and derive this list; they decide *whether* a stage runs and *how* its files land, not *what* it
+- ``CONTRACT_MODULES`` (params.py, config.py, atomic.py, codegraph.py, interface.py): they read and validate params,
+  write files atomically, derive this list and declare a stage's command-line arguments; they decide *whether* a stage runs and *how* its files land, not *what* it
   computes. Listing them
   would re-run every stage (and restart training from step 0 through the resume key) whenever a section is added to
   config.py. They may import only each other, so that nothing computational hides behind them (tested).
@@ -25,7 +25,8 @@ from pathlib import Path
 import hybridlm
 
 SOURCE_ROOT = Path(hybridlm.__file__).resolve().parent.parent
-CONTRACT_MODULES = ("hybridlm/atomic.py", "hybridlm/codegraph.py", "hybridlm/config.py", "hybridlm/params.py")
+CONTRACT_MODULES = ("hybridlm/atomic.py", "hybridlm/codegraph.py", "hybridlm/config.py", "hybridlm/interface.py",
+                    "hybridlm/params.py")
 # Dotted package -> folder (relative to the source root): `stages/` installs as `hybridlm.stages` (pyproject.toml).
 PACKAGE_DIRS = {"hybridlm.stages": "stages", "hybridlm": "hybridlm"}
 

@@ -12,6 +12,7 @@ the val sentences also goes to ``out``/val_oracle.jsonl: evaluate_tts reads the 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 
@@ -19,13 +20,19 @@ from hybridlm.atomic import atomic_dir, write_json
 from hybridlm.config import section
 from hybridlm.data.aligner import ORACLE, Alignment, agreement, align, even_diagonal, from_units, write_alignments
 from hybridlm.data.shards import read_shards
+from hybridlm.interface import Input, Output
 from hybridlm.text import TextVocab
 
 SIDES = ("train", "val")
 MAX_LAG = 8  # codec lags tried against the synthesis alignment (the random codec's measured 4 lies inside)
 
 
-def run(params: dict, *, sentences: Path, out: Path, metrics: Path) -> None:
+def run(params: dict, *,
+        sentences: Annotated[Path, Input("Sentence shards folder ({train,val}/) to align.")],
+        out: Annotated[Path, Output("Folder to write {train,val}.jsonl (frames per text id of every sentence) to.")],
+        metrics: Annotated[Path, Output("JSON metrics to write (rounds, frames per id; on the synthetic corpus its "
+                                        "accuracy).")]) -> None:
+    """Flat-start Viterbi alignment of every sentence's codes to its text ids (fit on train)."""
     cfg = section(params, "align")
     vocab = TextVocab.for_frontend(section(params, "tts_model").frontend)
     rows, meta = {}, {}

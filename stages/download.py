@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Annotated
 
 from hybridlm.atomic import atomic_dir
 from hybridlm.config import section
 from hybridlm.data.ljspeech import (copy_lj_folder, download, empty_transcript_warning, extract_lj_archive,
                                     resolve_source, validate_layout, verify_sha256)
 from hybridlm.data.synthetic import generate_corpus
+from hybridlm.interface import Output
 
-def run(params: dict, *, out: Path) -> None:
+def run(params: dict, *, out: Annotated[Path, Output("Corpus folder to write (LJ layout).")]) -> None:
+    """Fetch LJ Speech 1.1 (or a local archive/folder, or the synthetic corpus) into --out."""
     cfg = section(params, "data")
     source = resolve_source(cfg.source)
     with atomic_dir(out) as tmp:

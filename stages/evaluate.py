@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Annotated
 
 from tqdm import tqdm
 
 from hybridlm.atomic import write_json
 from hybridlm.config import resolve_device, section
 from hybridlm.delay import DelayPattern
+from hybridlm.interface import Input, Output
 from hybridlm.training.batching import delayed_sequences
 from hybridlm.training.checkpoint import (data_hash, ema_model, load_checkpoint, select_checkpoints,
                                          validate_checkpoints)
@@ -26,7 +28,11 @@ from hybridlm.training.precision import resolve_precision
 from hybridlm.training.splits import read_split
 
 
-def run(params: dict, *, checkpoints: Path, split: Path, metrics: Path) -> None:
+def run(params: dict, *,
+        checkpoints: Annotated[Path, Input("Checkpoint folder to read.")],
+        split: Annotated[Path, Input("Split folder to read (val/ is evaluated).")],
+        metrics: Annotated[Path, Output("JSON metrics to write (EMA val loss/PPL per checkpoint).")]) -> None:
+    """EMA validation cross-entropy and perplexity for every checkpoint."""
     model_config = section(params, "model")
     cfg = section(params, "evaluate")
     device = resolve_device(cfg.device, "evaluate.device")

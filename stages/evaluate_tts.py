@@ -22,12 +22,14 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Annotated
 
 from tqdm import tqdm
 
 from hybridlm.atomic import write_json
 from hybridlm.config import resolve_device, section
 from hybridlm.data.aligner import ORACLE
+from hybridlm.interface import Input, Output
 from hybridlm.model import with_text
 from hybridlm.training.checkpoint import ema_model, load_checkpoint, select_checkpoints, validate_checkpoints
 from hybridlm.training.evaluation import EvalResult, evaluate_sequences
@@ -36,8 +38,15 @@ from hybridlm.training.sentences import read_durations, read_sentences, sentence
 from hybridlm.wrong_text import wrong_texts
 
 
-def run(params: dict, *, checkpoints: Path, sentences: Path, alignments: Path, init_from: Path,
-        metrics: Path) -> None:
+def run(params: dict, *,
+        checkpoints: Annotated[Path, Input("Text-to-speech checkpoint folder to read.")],
+        sentences: Annotated[Path, Input("Sentence shards folder to read (val/ is evaluated).")],
+        alignments: Annotated[Path, Input("The align stage's folder: val.jsonl gives the frames per text id read "
+                                          "with; val_oracle.jsonl, where present, the true ones (the oracle cap).")],
+        init_from: Annotated[Path, Input("The checkpoint train_tts started from (part of its data identity).")],
+        metrics: Annotated[Path, Output("JSON metrics to write (val loss with and without the text per "
+                                        "checkpoint).")]) -> None:
+    """EMA val cross-entropy of every text-to-speech checkpoint, with and without the text."""
     model_config = with_text(section(params, "model"), section(params, "tts_model"))
     cfg = section(params, "tts_evaluate")
     device = resolve_device(cfg.device, "tts_evaluate.device")

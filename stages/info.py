@@ -16,6 +16,7 @@ KIND_NAMES = {"L": "Gated DeltaNet", "A": "attention"}
 
 
 def run(params: dict) -> None:
+    """Print the model's layer schedule and parameter count for params.yaml's `model:` section."""
     config = section(params, "model")
     with torch.device("meta"):
         model = HybridLM(config)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
+from typing import Annotated
 
 import torch
 from tqdm import tqdm
@@ -21,6 +22,7 @@ from tqdm import tqdm
 from hybridlm.atomic import atomic_dir
 from hybridlm.config import resolve_device, section
 from hybridlm.data.codec import deterministic_kernels, load_codec
+from hybridlm.interface import Input, Output
 from hybridlm.training.checkpoint import (ema_model, list_checkpoints, load_checkpoint, select_checkpoints,
                                          validate_checkpoints)
 from hybridlm.training.gallery import GalleryRow, GallerySample, write_gallery, write_spectrogram, write_wav
@@ -41,7 +43,12 @@ def eval_entries(path: Path) -> dict[int, dict]:
         raise ValueError(f"{path}: not an evaluate metrics file ({exc})") from exc
 
 
-def run(params: dict, *, checkpoints: Path, eval_metrics: Path, out: Path) -> None:
+def run(params: dict, *,
+        checkpoints: Annotated[Path, Input("Checkpoint folder to read.")],
+        eval_metrics: Annotated[Path, Input("The evaluate stage's metrics (val loss per checkpoint, shown in the "
+                                            "gallery).")],
+        out: Annotated[Path, Output("Folder to write WAVs, spectrograms and index.html to.")]) -> None:
+    """Unconditional samples from every checkpoint: WAVs, spectrograms and an HTML gallery."""
     model_config = section(params, "model")
     cfg = section(params, "render")
     device = resolve_device(cfg.device, "render.device")

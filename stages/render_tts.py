@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 import torch
@@ -38,6 +39,7 @@ from hybridlm.atomic import atomic_dir, write_json
 from hybridlm.config import resolve_device, section
 from hybridlm.data.codec import load_codec
 from hybridlm.data.synthetic import LETTER_CLASSES, synthesize_classes
+from hybridlm.interface import Input, Output
 from hybridlm.model import HybridLM, ModelConfig, with_text
 from hybridlm.training.alignment import write_alignment
 from hybridlm.training.batching import pad_texts
@@ -151,8 +153,15 @@ def write_heard(tmp: Path, name: str, recogniser: synthetic_asr.Recogniser, code
     return f"{name}.heard.wav", f"{name}.heard.png", note
 
 
-def run(params: dict, *, checkpoints: Path, sentences: Path, eval_metrics: Path, out: Path,
-        asr_metrics: Path) -> None:
+def run(params: dict, *,
+        checkpoints: Annotated[Path, Input("Text-to-speech checkpoint folder to read.")],
+        sentences: Annotated[Path, Input("Sentence shards folder (the val transcripts are prompts).")],
+        eval_metrics: Annotated[Path, Input("The evaluate_tts stage's metrics (val loss per checkpoint, shown in "
+                                            "the gallery).")],
+        out: Annotated[Path, Output("Folder to write WAVs, spectrograms, alignment plots and index.html to.")],
+        asr_metrics: Annotated[Path, Output("JSON to write the ASR WER/CER of the val readings and their codec "
+                                            "ceiling to.")]) -> None:
+    """Every text-to-speech checkpoint reads val transcripts and tts_render.texts aloud: a gallery."""
     config = with_text(section(params, "model"), section(params, "tts_model"))
     cfg = section(params, "tts_render")
     synthetic = section(params, "data").source == "synthetic"

@@ -8,13 +8,23 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Annotated
 
 from hybridlm.atomic import atomic_dir, write_json
 from hybridlm.config import section
 from hybridlm.data.audio import resample_corpus, write_manifest
 from hybridlm.data.ljspeech import parse_metadata
+from hybridlm.interface import Input, Option, Output
 
-def run(params: dict, *, raw: Path, out: Path, metrics: Path, timing: Path, workers: int = 0) -> None:
+def run(params: dict, *,
+        raw: Annotated[Path, Input("Corpus folder (LJ layout) to read.")],
+        out: Annotated[Path, Output("Folder to write: wavs/<id>.flac and manifest.tsv.")],
+        metrics: Annotated[Path, Output("JSON metrics to write (clip counts, hours, skipped files).")],
+        timing: Annotated[Path, Output("JSON timing to write (wall-clock; kept apart from the reproducible "
+                                       "results).")],
+        workers: Annotated[int, Option("Parallel processes (0 = all cores). Does not change the output.")] = 0,
+        ) -> None:
+    """Resample every clip to 24 kHz mono FLAC and write the clip manifest."""
     cfg = section(params, "resample")
     if workers < 0:
         raise ValueError(f"--workers must be >= 0, got {workers}")

@@ -8,19 +8,27 @@ Unknown characters are counted in the metrics, not fatal: the text encoder maps 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 from hybridlm.atomic import atomic_dir, write_json
 from hybridlm.config import section
 from hybridlm.data.ljspeech import parse_metadata
 from hybridlm.data.sentences import build_sentences
 from hybridlm.data.shards import META_PREFIX, read_shards, write_shards
+from hybridlm.interface import Input, Output
 from hybridlm.params import params_hash
 from hybridlm.text import VERSION, TextVocab
 
 SIDES = ("train", "val")
 
 
-def run(params: dict, *, split: Path, raw: Path, out: Path, metrics: Path) -> None:
+def run(params: dict, *,
+        split: Annotated[Path, Input("Split folder ({train,val}/ token shards) to read.")],
+        raw: Annotated[Path, Input("Corpus folder (LJ layout) whose metadata.csv holds the transcripts.")],
+        out: Annotated[Path, Output("Folder to write {train,val}/ sentence shards to.")],
+        metrics: Annotated[Path, Output("JSON metrics to write (sentences, hours, skipped and unknown characters "
+                                        "per side).")]) -> None:
+    """One example per clip with its normalised transcript."""
     cfg = section(params, "sentences")
     transcripts = {row.id: row.normalized for row in parse_metadata(raw / "metadata.csv")}
     vocab = TextVocab()

@@ -7,11 +7,13 @@ add `hybridlm.split`.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 from hybridlm.atomic import atomic_dir, write_json
 from hybridlm.config import section
 from hybridlm.data.shards import META_PREFIX, Chunk, read_shards, write_shards
 from hybridlm.data.split import val_clips
+from hybridlm.interface import Input, Output
 
 def summary(chunks: list[Chunk], frame_rate: int) -> dict:
     frames = sum(c.num_frames for c in chunks)
@@ -19,7 +21,11 @@ def summary(chunks: list[Chunk], frame_rate: int) -> dict:
             "hours": round(frames / frame_rate / 3600, 6)}
 
 
-def run(params: dict, *, tokens: Path, out: Path, metrics: Path) -> None:
+def run(params: dict, *,
+        tokens: Annotated[Path, Input("Token shards to read.")],
+        out: Annotated[Path, Output("Folder to write {train,val}/ shards to.")],
+        metrics: Annotated[Path, Output("JSON metrics to write (clips, chunks, hours per side).")]) -> None:
+    """Clip-level train/val split of the token shards."""
     cfg = section(params, "split")
     chunks, meta = read_shards(tokens)
     held_out = val_clips((c.clip_id for c in chunks), cfg.val_fraction, cfg.seed)

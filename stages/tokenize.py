@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Annotated
 
 from tqdm import tqdm
 
@@ -21,11 +22,21 @@ from hybridlm.data.chunking import ChunkRule, chunk_bounds
 from hybridlm.data.codec import load_codec
 from hybridlm.data.encoding import encode_clips, worker_devices
 from hybridlm.data.shards import Chunk, write_shards
+from hybridlm.interface import Input, Option, Output
 from hybridlm.params import params_hash
 
 
-def run(params: dict, *, resampled: Path, out: Path, metrics: Path, timing: Path, device: str = "auto",
-        workers: int = 0) -> None:
+def run(params: dict, *,
+        resampled: Annotated[Path, Input("Resample stage output to read.")],
+        out: Annotated[Path, Output("Folder to write the token shards to.")],
+        metrics: Annotated[Path, Output("JSON metrics to write (counts of clips, chunks, frames, shards).")],
+        timing: Annotated[Path, Output("JSON timing to write (device, wall-clock, real-time factor).")],
+        device: Annotated[str, Option("auto | cpu | cuda | cuda:K. CPU and GPU codes differ by float "
+                                      "noise.")] = "auto",
+        workers: Annotated[int, Option("Parallel processes (0 = one per CPU core, or per GPU on CUDA). Does not "
+                                       "change the output.")] = 0,
+        ) -> None:
+    """EnCodec-tokenize 8 s chunks into zstd Parquet shards."""
     cfg = section(params, "tokenize")
     entries = read_manifest(resampled / "manifest.tsv")
     devices = worker_devices(resolve_device(device, "--device"), workers)[: len(entries)]  # a bad --workers fails here

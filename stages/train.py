@@ -15,13 +15,14 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import torch
 
 from hybridlm.atomic import atomic_dir, write_json
 from hybridlm.config import TrainParams, resolve_device, section
 from hybridlm.delay import DelayPattern
+from hybridlm.interface import Input, Output
 from hybridlm.model import ModelConfig
 from hybridlm.ops.gated_delta import check_backend_parity, resolve_backend
 from hybridlm.training.batching import PackedRows, SentenceRows, delayed_sequences
@@ -57,7 +58,13 @@ class TrainData:
     loop_options: dict[str, Any] = field(default_factory=dict)  # val_texts, init, extra_state
 
 
-def run(params: dict, *, split: Path, checkpoints: Path, live: Path, metrics: Path, timing: Path) -> None:
+def run(params: dict, *,
+        split: Annotated[Path, Input("Split folder ({train,val}/ shards) to read.")],
+        checkpoints: Annotated[Path, Output("Folder to write step-NNNNNN.pt checkpoints to.")],
+        live: Annotated[Path, Output("DVCLive folder to write the per-step curves to.")],
+        metrics: Annotated[Path, Output("JSON metrics to write (final losses, data summary).")],
+        timing: Annotated[Path, Output("JSON timing to write (tokens/s, resume point, device).")]) -> None:
+    """Train the hybrid LM; checkpoints at train.save_steps (resumes where it can)."""
     model_config, cfg = section(params, "model"), section(params, "train")
     train_with(model_config, cfg, "train", lambda: _split_data(model_config, cfg, split),
                Outputs(checkpoints, live, metrics, timing))

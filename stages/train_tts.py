@@ -10,16 +10,28 @@ part of the trajectory key, like the data: another starting point never resumes 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 from hybridlm.config import TtsTrainParams, section
+from hybridlm.interface import Input, Output
 from hybridlm.model import ModelConfig, with_text
 from hybridlm.training.batching import SentenceRows
 from hybridlm.training.sentences import (read_durations, read_sentences, sentence_pattern, text_vocab, tts_data_hash,
                                         warm_start)
 from hybridlm.stages.train import Outputs, TrainData, train_with
 
-def run(params: dict, *, sentences: Path, alignments: Path, init_from: Path, checkpoints: Path, live: Path,
-        metrics: Path, timing: Path) -> None:
+def run(params: dict, *,
+        sentences: Annotated[Path, Input("Sentence shards folder ({train,val}/, with the text column) to read.")],
+        alignments: Annotated[Path, Input("The align stage's folder ({train,val}.jsonl: frames per text id) to "
+                                          "read.")],
+        init_from: Annotated[Path, Input("Unconditional checkpoint to start from, or a folder of them (its latest "
+                                         "step).")],
+        checkpoints: Annotated[Path, Output("Folder to write step-NNNNNN.pt checkpoints to.")],
+        live: Annotated[Path, Output("DVCLive folder to write the per-step curves to.")],
+        metrics: Annotated[Path, Output("JSON metrics to write (final losses with and without text, data "
+                                        "summary).")],
+        timing: Annotated[Path, Output("JSON timing to write (tokens/s, resume point, device).")]) -> None:
+    """Fine-tune the text-conditioned model from an unconditional checkpoint (warm start); resumes where it can."""
     model_config = with_text(section(params, "model"), section(params, "tts_model"))
     cfg = section(params, "tts_train")
     train_with(model_config, cfg, "tts_train",

@@ -5,8 +5,12 @@ the resume key hashes the same files, and leftovers of killed runs are cleaned w
 from __future__ import annotations
 
 import ast
+import importlib
 import inspect
 import re
+import subprocess
+import sys
+import typing
 from pathlib import Path
 
 import pytest
@@ -16,18 +20,13 @@ from hybridlm import codegraph
 from hybridlm.cli import app
 from hybridlm.codegraph import CONTRACT_MODULES, SOURCE_ROOT, imports_of, stage_code
 from hybridlm.config import SECTIONS, load_params
+from hybridlm.interface import Argument, Input, Output, StageSignature, read_stage
 from hybridlm.params import read_yaml
 from hybridlm.pipeline import read_stages
 from hybridlm.training import checkpoint
 
 STAGES = read_stages(SOURCE_ROOT / "dvc.yaml")
 STAGE_NAMES = sorted(STAGES)
-
-
-def stage_module(name: str):
-    import importlib
-
-    return importlib.import_module(f"hybridlm.stages.{STAGES[name].command}")
 
 
 @pytest.mark.parametrize("name", STAGE_NAMES)
@@ -39,19 +38,61 @@ def test_code_deps_equal_the_import_graph(name):
 
 
 @pytest.mark.parametrize("name", STAGE_NAMES)
-def test_cmd_options_name_exactly_the_data_deps_and_outputs(name):
+def test_cmd_options_name_exactly_the_stage_inputs_and_outputs(name):
+    """The cmd passes every path argument of run(); its Input ones are the data deps, its Output ones the outs."""
     stage = STAGES[name]
-    named = {p.as_posix() for p in stage.options().values()}
-    assert named == set(stage.data_deps) | set(stage.outs), (
-        f"dvc.yaml stage '{name}': the cmd's path options must be the stage's data deps and outputs")
+    options = stage.options()
+    roles = read_stage(SOURCE_ROOT / "stages" / f"{stage.command}.py").paths()
+    assert set(options) == set(roles), f"dvc.yaml stage '{name}': the cmd must pass exactly run()'s path arguments"
+    named = {kind: {options[n].as_posix() for n, role in roles.items() if isinstance(role, kind)}
+             for kind in (Input, Output)}
+    assert named[Input] == set(stage.data_deps), f"dvc.yaml stage '{name}': Input paths must be its data deps"
+    assert named[Output] == set(stage.outs), f"dvc.yaml stage '{name}': Output paths must be its outs"
 
 
-@pytest.mark.parametrize("name", STAGE_NAMES)
-def test_stage_run_takes_the_cmd_paths_as_keyword_only_arguments(name):
-    signature = inspect.signature(stage_module(name).run)
-    keyword_only = {n for n, p in signature.parameters.items() if p.kind is p.KEYWORD_ONLY}
-    assert set(STAGES[name].options()) <= keyword_only
-    assert not any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values())
+STAGE_MODULES = sorted(p.stem for p in (SOURCE_ROOT / "stages").glob("[!_]*.py"))
+
+
+@pytest.mark.parametrize("module", STAGE_MODULES)
+def test_the_signature_read_from_the_source_is_what_python_sees(module):
+    """The CLI reads run()'s arguments from the syntax tree (no import, fast --help): the same as the imported run."""
+    run = importlib.import_module(f"hybridlm.stages.{module}").run
+    hints = typing.get_type_hints(run, include_extras=True)
+    parameters = inspect.signature(run).parameters
+    seen = tuple(Argument(n, hints[n].__origin__, *hints[n].__metadata__,
+                          ... if p.default is p.empty else p.default)
+                 for n, p in parameters.items() if p.kind is p.KEYWORD_ONLY)
+    assert list(parameters)[0] == "params" and len(parameters) == 1 + len(seen)
+    assert read_stage(SOURCE_ROOT / "stages" / f"{module}.py") == StageSignature(inspect.getdoc(run), seen)
+
+
+@pytest.mark.parametrize("annotation", ["Path", "Annotated[Path, 'help']", "Annotated[list, Input('x')]",
+                                        "Annotated[Path, Input(help='x')]", "Annotated[Path, Input()]"])
+def test_an_argument_without_a_role_is_refused_naming_it(tmp_path, annotation):
+    source = tmp_path / "x.py"
+    source.write_text(f'def run(params: dict, *, out: {annotation}) -> None:\n    """Doc."""\n')
+    with pytest.raises(TypeError, match=r"x.py: run\(\) argument 'out' must be annotated"):
+        read_stage(source)
+
+
+def test_a_path_with_a_default_or_a_stage_without_help_is_refused(tmp_path):
+    source = tmp_path / "x.py"
+    source.write_text('def run(params: dict, *, out: Annotated[Path, Output("o")] = "a") -> None:\n    """Doc."""\n')
+    with pytest.raises(TypeError, match="'out': an Option needs a default, a path has none"):
+        read_stage(source)
+    source.write_text('def run(params: dict, *, out: Annotated[Path, Output("o")]) -> None:\n    pass\n')
+    with pytest.raises(TypeError, match=r"run\(\) needs a docstring"):
+        read_stage(source)
+
+
+def test_help_imports_no_stage_and_no_torch():
+    """`hybridlm --help` and `hybridlm train --help` stay fast: the stage modules are imported only to run."""
+    code = ("import sys\nfrom typer.testing import CliRunner\nfrom hybridlm.cli import app\n"
+            "for argv in (['--help'], ['train', '--help'], ['render_tts', '--help']):\n"
+            "    assert CliRunner().invoke(app, argv).exit_code == 0, argv\n"
+            "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('hybridlm.stages.')))\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]", result.stdout + result.stderr
 
 
 @pytest.mark.parametrize("name", STAGE_NAMES)

@@ -59,6 +59,8 @@ from collections.abc import Callable
 
 import torch
 
+from hybridlm.interface import StageFailure
+
 BACKENDS = ("auto", "torch_chunk", "torch_recurrent", "fla_chunk")
 DEFAULT_CHUNK_SIZE = 32  # measured on 2 CPU cores: 32 beats 64 (fewer CxC flops) and 16 (longer state loop)
 _FLA_INSTALL_HINT = "install it with `pip install hybridlm[cuda]` (flash-linear-attention, needs CUDA + Triton)"
@@ -440,7 +442,7 @@ def gated_delta_rule(
     return impl(q, k, v, g, beta, scale=scale, initial_state=initial_state, output_final_state=output_final_state)
 
 
-class BackendParityError(RuntimeError):
+class BackendParityError(StageFailure):
     """A Gated DeltaNet backend disagrees with the reference (or returns NaN/inf) on the start-up self-check."""
 
 

@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from hybridlm.config import TrainParams
 from hybridlm.delay import DelayPattern
+from hybridlm.interface import StageFailure
 from hybridlm.layers.text_encoder import TEXT_PAD_ID
 from hybridlm.model import HybridLM, ModelConfig, parameter_groups
 from hybridlm.ops.cross_entropy import heads_cross_entropy
@@ -42,7 +43,7 @@ from hybridlm.training.store import ResumeStore
 EVAL_BATCH_SIZE = 16
 
 
-class TrainingDiverged(RuntimeError):
+class TrainingDiverged(StageFailure):
     """The loss or gradient norm became NaN/inf; the last good state was saved."""
 
 
