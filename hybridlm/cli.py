@@ -127,7 +127,7 @@ def bench(
 
         from hybridlm.atomic import write_text
         from hybridlm.config import section
-        from hybridlm.training.benchmark import benchmark_generation, run_model_benchmark
+        from hybridlm.bench.whole_model import benchmark_generation, run_model_benchmark
 
         precisions = {"both": ("fp32", "bf16"), "bf16": ("bf16",), "fp32": ("fp32",)}
         with _clear_errors():
@@ -145,7 +145,7 @@ def bench(
             if markdown is not None:
                 write_text(markdown, "\n\n".join(tables) + "\n")
         return
-    from hybridlm.ops.benchmark import run_benchmark
+    from hybridlm.bench.kernels import run_benchmark
 
     with _clear_errors():
         run_benchmark(batch=batch, length=length, heads=heads, key_dim=key_dim, value_dim=value_dim,

@@ -16,7 +16,7 @@ from pathlib import Path
 from hybridlm.asr import summary_line
 from hybridlm.params import read_yaml
 from hybridlm.pipeline import read_stages
-from hybridlm.training.reading_metrics import summary_line as reading_line
+from hybridlm.results.reading_metrics import summary_line as reading_line
 from hybridlm.workspace import SOURCE_ROOT, create_workspace, run_tool
 
 DEMO_PARAMS = SOURCE_ROOT / "params.demo.yaml"

@@ -23,10 +23,10 @@ from hybridlm.config import MAX_SAMPLE_SECONDS, CfgScale, Device, SampleSeconds,
 from hybridlm.data.codec import load_codec
 from hybridlm.model import config_from_dict
 from hybridlm.params import SCHEMA_CONFIG, ParamError, phrase
+from hybridlm.prompts import checkpoint_vocab, encode_prompt
+from hybridlm.results.gallery import write_wav
 from hybridlm.text import normalize
 from hybridlm.training.checkpoint import ema_model, load_checkpoint
-from hybridlm.training.gallery import write_wav
-from hybridlm.training.sentences import checkpoint_vocab, encode_prompt
 
 # The fastest reading in LJ Speech is 22.7 characters per second (LJ029-0167: 42 characters of normalised transcript
 # in 1.85 s; the median of the 13,100 clips is 15.2), measured from ../shared/ljspeech-meta (durations.tsv, and the

@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from hybridlm.atomic import write_json
 from hybridlm.config import resolve_device, section
+from hybridlm.data.split_reader import read_split
 from hybridlm.delay import DelayPattern
 from hybridlm.interface import Input, Output
 from hybridlm.training.batching import delayed_sequences
@@ -25,7 +26,6 @@ from hybridlm.training.checkpoint import (data_hash, ema_model, load_checkpoint,
                                          validate_checkpoints)
 from hybridlm.training.evaluation import evaluate_sequences
 from hybridlm.training.precision import resolve_precision
-from hybridlm.training.splits import read_split
 
 
 def run(params: dict, *,

@@ -29,12 +29,13 @@ from tqdm import tqdm
 from hybridlm.atomic import write_json
 from hybridlm.config import resolve_device, section
 from hybridlm.data.aligner import ORACLE
+from hybridlm.data.sentence_reader import read_durations, read_sentences, sentence_pattern, text_vocab
 from hybridlm.interface import Input, Output
 from hybridlm.model import with_text
 from hybridlm.training.checkpoint import ema_model, load_checkpoint, select_checkpoints, validate_checkpoints
 from hybridlm.training.evaluation import EvalResult, evaluate_sequences
 from hybridlm.training.precision import resolve_precision
-from hybridlm.training.sentences import read_durations, read_sentences, sentence_pattern, text_vocab, tts_data_hash
+from hybridlm.training.warm_start import tts_data_hash
 from hybridlm.wrong_text import wrong_texts
 
 

@@ -3,7 +3,7 @@ offline results page.
 
 Output ``out`` (data/samples/, written as a whole, atomically): step-NNNNNN/sample-K.wav and .png for every
 checkpoint and sample slot; curves/*.png, the training curves drawn from the last checkpoint's history
-(hybridlm.training.report); and index.html, the results page: curves, a metrics table per checkpoint (from
+(hybridlm.results.report); and index.html, the results page: curves, a metrics table per checkpoint (from
 ``eval_metrics``, metrics/eval.json) and the checkpoints x samples gallery. Every checkpoint uses the same seed, so sample slot K is comparable across
 checkpoints. Audio is decoded by the codec the token shards were made with (recorded in each checkpoint): with
 `tokenize.weights: random` (demo/tests) that codec is random, so the audio is noise by construction.
@@ -23,11 +23,11 @@ from hybridlm.atomic import atomic_dir
 from hybridlm.config import resolve_device, section
 from hybridlm.data.codec import deterministic_kernels, load_codec
 from hybridlm.interface import Input, Output
+from hybridlm.results.gallery import GalleryRow, GallerySample, write_gallery, write_spectrogram, write_wav
+from hybridlm.results.report import REFERENCE_EMA_VAL_LOSS, reference_differences, write_curves
 from hybridlm.training.checkpoint import (ema_model, list_checkpoints, load_checkpoint, select_checkpoints,
                                          validate_checkpoints)
-from hybridlm.training.gallery import GalleryRow, GallerySample, write_gallery, write_spectrogram, write_wav
 from hybridlm.training.precision import autocast, resolve_precision
-from hybridlm.training.report import REFERENCE_EMA_VAL_LOSS, reference_differences, write_curves
 
 
 def eval_entries(path: Path) -> dict[int, dict]:

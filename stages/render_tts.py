@@ -11,7 +11,7 @@ step-NNNNNN/prompt-K.{wav,png,align.png} (and .heard.{wav,png} on the synthetic 
 (the reference row of the page) and index.html.
 
 Metrics (``asr_metrics``, per checkpoint and "final"), over all val readings:
-- ``duration_correlation`` and ``eos_rate`` (hybridlm.training.reading_metrics), for any corpus;
+- ``duration_correlation`` and ``eos_rate`` (hybridlm.results.reading_metrics), for any corpus;
 - on the synthetic corpus (`data.source: synthetic`), ``reading_error_rate``: the recogniser of
   hybridlm.synthetic_asr, fit on the train sentences, scoring what it hears in each reading against the text's sound
   classes, beside ``reading_error_floor`` (its error on the reference codes). Its hearing is also rendered as the
@@ -34,21 +34,22 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from hybridlm import asr, synthetic_asr
+from hybridlm import asr
 from hybridlm.atomic import atomic_dir, write_json
 from hybridlm.config import resolve_device, section
 from hybridlm.data.codec import load_codec
-from hybridlm.data.synthetic import LETTER_CLASSES, synthesize_classes
+from hybridlm.data.sentence_reader import read_sentences
 from hybridlm.interface import Input, Output
-from hybridlm.model import HybridLM, ModelConfig, with_text
-from hybridlm.training.alignment import write_alignment
+from hybridlm.model import with_text
+from hybridlm.prompts import checkpoint_vocab, encode_prompt
+from hybridlm.results.alignment import reading_alignment, write_alignment
+from hybridlm.results.gallery import GalleryRow, GallerySample, write_gallery, write_spectrogram, write_wav
+from hybridlm.results.heard import fit_recogniser, write_heard
+from hybridlm.results.reading_metrics import metrics_file, reading_metrics
+from hybridlm.results.report import write_curves
 from hybridlm.training.batching import pad_texts
 from hybridlm.training.checkpoint import ema_model, load_checkpoint, select_checkpoints, validate_checkpoints
-from hybridlm.training.gallery import GalleryRow, GallerySample, write_gallery, write_spectrogram, write_wav
 from hybridlm.training.precision import autocast, resolve_precision
-from hybridlm.training.reading_metrics import reading_metrics
-from hybridlm.training.report import write_curves
-from hybridlm.training.sentences import checkpoint_vocab, encode_prompt, read_sentences, sentence_pattern
 
 
 def eval_entries(path: Path) -> dict[int, dict]:
@@ -63,22 +64,8 @@ def eval_entries(path: Path) -> dict[int, dict]:
         raise ValueError(f"{path}: not an evaluate_tts metrics file ({exc})") from exc
 
 
-def alignment(model: HybridLM, codes: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
-    """``[frames, characters]``: cross-attention weights of ``model`` re-reading ``codes [n_q, T]`` against
-    ``text [L]``, averaged over cross-attention layers; row t is the step that predicts frame t. They are the
-    pointer path that :meth:`HybridLM.speak` read the codes with (the duration predictor's): one-hot per step, 0
-    once the text is over."""
-    delayed = sentence_pattern(model.config).build(codes.cpu()).to(text.device)
-    weights: list[torch.Tensor] = []
-    with torch.no_grad():
-        model(delayed[None, :, :-1], text=text[None], durations=model.predict_durations(text[None]),
-              alignments=weights)
-    return torch.stack([w[0].float().mean(0) for w in weights]).mean(0)[: codes.shape[-1]]
 
 
-def class_names(classes: list[int]) -> str:
-    """A sound-class sequence in words: each class as its letters ("ae dtnl io")."""
-    return " ".join(LETTER_CLASSES[k][0] for k in classes) or "(nothing)"
 
 
 def _number(value, digits: int = 3) -> str:
@@ -106,51 +93,10 @@ def table_columns(evaluation: dict | None, reading: dict | None) -> dict[str, st
     return columns
 
 
-def metrics_file(readings: dict[int, dict], reader: str, spoken: dict[int, list[Path]], ceiling: list[Path],
-                 texts: list[str], weights: str) -> dict:
-    """The ``asr_metrics`` file: per checkpoint the reading metrics (``readings[step]``) and the ASR WER/CER of its
-    decoded val readings (``spoken[step]``, in the order of ``texts``); the ASR's ``ceiling`` on the codec
-    resynthesis of the same real clips. Where the ASR cannot be imported its entries say ``asr: unavailable (...)``
-    and hold no number (hybridlm.asr.asr_metrics)."""
-    def scored(wavs: list[Path]) -> dict:
-        # No realtime_factor: a timing differs run to run, and this file must be byte-identical for identical params.
-        return {k: v for k, v in asr.asr_metrics(wavs, texts).items() if k != "realtime_factor"}
-
-    if not readings:
-        return {"asr": "not measured (tts_render.val_sentences is 0: no val prompts)", "codec_weights": weights}
-    result = {"codec_weights": weights, "reader": reader}
-    if texts:
-        result["ceiling"] = scored(ceiling)
-        result["asr"] = result["ceiling"]["asr"]
-    else:
-        result["asr"] = "not measured (synthetic corpus and tts_render.page_val_sentences is 0: no reading decoded)"
-    for step, reading in readings.items():
-        result[f"step_{step}"] = {"step": step, **reading, **(scored(spoken[step]) if texts else {})}
-    result["final"] = result[f"step_{max(readings)}"]
-    return result
 
 
-def fit_recogniser(sentences: Path, config: ModelConfig) -> tuple[synthetic_asr.Recogniser, str]:
-    """The synthetic corpus's recogniser, fit on the train sentences, and a line saying what it is."""
-    rows = read_sentences(sentences, "train", config)[0]
-    recogniser = synthetic_asr.fit([row.codes for row in rows], [row.text for row in rows], config.codebook_size)
-    return recogniser, (f"hybridlm.synthetic_asr: codebooks 0-{synthetic_asr.CODEBOOKS - 1} -> letter sound class, "
-                        f"fit on {len(rows)} train sentences, codec lag {recogniser.lag} frames (agrees with "
-                        f"{recogniser.train_agreement:.1%} of their frames)")
 
 
-def write_heard(tmp: Path, name: str, recogniser: synthetic_asr.Recogniser, codes: np.ndarray, text: str,
-                sample_rate: int, title: str) -> tuple[str, str, str]:
-    """What the recogniser heard in ``codes`` as the corpus's tones: ``name``.heard.{wav,png} under ``tmp`` and a
-    line comparing the classes heard with the text's."""
-    audio = synthesize_classes(recogniser.heard(codes), sample_rate)
-    write_wav(tmp / f"{name}.heard.wav", audio, sample_rate)
-    write_spectrogram(tmp / f"{name}.heard.png", audio, sample_rate, title)
-    heard, expected = recogniser.classes(codes), synthetic_asr.text_classes(text)
-    errors = synthetic_asr.edit_distance(heard, expected)
-    note = (f"Heard as sound classes ({errors} edits from the text's, of {len(expected)}): {class_names(heard)}; "
-            f"the text says: {class_names(expected)}")
-    return f"{name}.heard.wav", f"{name}.heard.png", note
 
 
 def run(params: dict, *,
@@ -210,7 +156,7 @@ def run(params: dict, *,
                 if k not in shown:
                     continue  # read and scored, not on the page
                 write_spectrogram(tmp / f"{name}.png", wav, codec.sample_rate, f"step {step}, prompt {k}")
-                weights = alignment(model, frames, text[k][: len(ids[k])])
+                weights = reading_alignment(model, frames, text[k][: len(ids[k])])
                 write_alignment(weights, vocab.decode(ids[k]), tmp / f"{name}.align.png",
                                 f"step {step}, prompt {k}", frame_rate)
                 seconds = frames.shape[-1] / frame_rate

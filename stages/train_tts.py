@@ -2,8 +2,8 @@
 
 Reads model + tts_model (the model) and tts_train (every train key, plus text_dropout and input_dropout; its
 init_from is templated into this stage's cmd as ``--init-from``); trains on ``sentences`` (one row per clip, ending
-in EOS, with its text) and ``alignments`` (the align stage's frames per text id: where the model reads). The same loop, resume store and outputs as `hybridlm train` (stages/train.py), under the paths dvc.yaml
-gives; the metrics add the val loss with the text dropped and the gap. The warm-start checkpoint's content hash is
+in EOS, with its text) and ``alignments`` (the align stage's frames per text id: where the model reads). The same
+loop, resume store and outputs as `hybridlm train` (hybridlm/training/driver.py), under the paths dvc.yaml gives; the metrics add the val loss with the text dropped and the gap. The warm-start checkpoint's content hash is
 part of the trajectory key, like the data: another starting point never resumes this run.
 """
 
@@ -13,12 +13,13 @@ from pathlib import Path
 from typing import Annotated
 
 from hybridlm.config import TtsTrainParams, section
+from hybridlm.data.sentence_reader import read_durations, read_sentences, sentence_pattern, text_vocab
 from hybridlm.interface import Input, Output
 from hybridlm.model import ModelConfig, with_text
 from hybridlm.training.batching import SentenceRows
-from hybridlm.training.sentences import (read_durations, read_sentences, sentence_pattern, text_vocab, tts_data_hash,
-                                        warm_start)
-from hybridlm.stages.train import Outputs, TrainData, train_with
+from hybridlm.training.driver import Outputs, TrainData, train_with
+from hybridlm.training.warm_start import tts_data_hash, warm_start
+
 
 def run(params: dict, *,
         sentences: Annotated[Path, Input("Sentence shards folder ({train,val}/, with the text column) to read.")],

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from hybridlm.data.synthetic import synthesize
-from hybridlm.training.alignment import alignment_stats, write_alignment
+from hybridlm.results.alignment import alignment_stats, write_alignment
 
 
 def one_hot(positions, length: int) -> np.ndarray:

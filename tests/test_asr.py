@@ -11,7 +11,7 @@ import pytest
 from hybridlm import asr
 from hybridlm.data.ljspeech import parse_metadata
 from hybridlm.data.synthetic import write_wav_int16
-from hybridlm.stages.render_tts import metrics_file
+from hybridlm.results.reading_metrics import metrics_file
 
 def test_scoring_text():
     assert asr.scoring_text('He said, "Twenty-two" (Zürich); don\'t!') == "he said twenty two zurich don't"

@@ -152,7 +152,7 @@ def test_the_resume_key_hashes_the_train_stage_code(monkeypatch):
     monkeypatch.setattr(checkpoint, "hash_files", lambda named: hashed.append(sorted(named)) or real(named))
     checkpoint.code_version()
     assert hashed == [stage_code("train")]
-    assert "hybridlm/ops/benchmark.py" not in hashed[0] and "hybridlm/model.py" in hashed[0]
+    assert "hybridlm/bench/kernels.py" not in hashed[0] and "hybridlm/model.py" in hashed[0]
     assert sorted(STAGES["train"].code_deps) == hashed[0]
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hybridlm.ops.benchmark import run_benchmark
+from hybridlm.bench.kernels import run_benchmark
 from hybridlm.ops.gated_delta import (
     BACKENDS,
     BackendParityError,

@@ -9,11 +9,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from hybridlm.bench.peer import TransformersPeer, copy_weights
+from hybridlm.bench.whole_model import flops_per_step, matched_transformer, random_rows, run_model_benchmark
 from hybridlm.delay import DelayPattern
 from hybridlm.model import HybridLM, ModelConfig
 from hybridlm.ops.cross_entropy import heads_cross_entropy
-from hybridlm.training.benchmark import flops_per_step, matched_transformer, random_rows, run_model_benchmark
-from hybridlm.training.peer import TransformersPeer, copy_weights
 
 SMALL = ModelConfig(schedule="LLAL", d_model=48, d_ff=64, n_heads=2, n_kv_heads=1, gdn_key_dim=16,
                     gdn_value_dim=24, context=40)

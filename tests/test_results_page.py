@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 
 from hybridlm.config import load_params
-from hybridlm.demo import demo_overrides
 from hybridlm.data.synthetic import synthesize
-from hybridlm.training.alignment import write_alignment
-from hybridlm.training.gallery import GalleryRow, GallerySample, write_gallery, write_spectrogram, write_wav
-from hybridlm.training.report import REFERENCE_EMA_VAL_LOSS, reference_differences, write_curves
+from hybridlm.demo import demo_overrides
+from hybridlm.results.alignment import write_alignment
+from hybridlm.results.gallery import GalleryRow, GallerySample, write_gallery, write_spectrogram, write_wav
+from hybridlm.results.report import REFERENCE_EMA_VAL_LOSS, reference_differences, write_curves
 from hybridlm.workspace import merge
 
 ROOT = Path(__file__).resolve().parents[1]

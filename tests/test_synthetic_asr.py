@@ -81,7 +81,7 @@ def test_what_it_heard_renders_as_the_corpus_tones():
 
 
 def test_reading_metrics_of_faithful_and_text_ignoring_readings(fitted):
-    from hybridlm.training.reading_metrics import pearson, reading_metrics
+    from hybridlm.results.reading_metrics import pearson, reading_metrics
 
     codes, texts = corpus(12, seed=4)
     faithful = reading_metrics(codes, [True] * 12, codes, texts, fitted, 0.0)

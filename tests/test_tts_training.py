@@ -132,7 +132,7 @@ def test_dvc_yaml_tts_stages_take_init_from_from_params():
 
 def test_prompts_and_checkpoints_refuse_what_cannot_be_read(tmp_path):
     from hybridlm.text import TextVocab
-    from hybridlm.training.sentences import checkpoint_vocab, encode_prompt
+    from hybridlm.prompts import checkpoint_vocab, encode_prompt
 
     vocab = TextVocab()
     assert vocab.decode(encode_prompt(vocab, "Hello, World.", "say")) == "hello, world."
@@ -171,7 +171,7 @@ def test_init_from_names_what_is_wrong_and_only_values_params_yaml_holds(tmp_pat
     default text section "params.yaml {'layers': 0, ...}" that params.yaml does not hold); a decoder of another
     shape is refused naming only the decoder keys that differ."""
     from hybridlm.training.checkpoint import FORMAT
-    from hybridlm.training.sentences import warm_start
+    from hybridlm.training.warm_start import warm_start
 
     tts = tmp_path / "tts.pt"
     torch.save({"format": FORMAT, "model_config": dataclasses.asdict(TTS), "step": 10}, tts)

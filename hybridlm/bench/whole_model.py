@@ -3,7 +3,7 @@
 What is timed: one full optimizer step exactly as training runs it (hybridlm.training.loop.train_step: forward,
 the chunked 8-head loss, backward, gradient clipping, AdamW) on ``batch`` random rows of ``model.context`` delayed
 steps. Both implementations go through that same function with the same embeddings, heads, loss and optimizer
-(hybridlm.training.peer), so the difference is the backbone. Each (implementation, precision) pair gets its own
+(hybridlm.bench.peer), so the difference is the backbone. Each (implementation, precision) pair gets its own
 model and optimizer, two untimed warm-up steps, then ``repeats`` interleaved rounds (one step of every pair per
 round, so a burst of other load on a shared machine hits all pairs alike); the median is reported.
 
@@ -190,7 +190,7 @@ def hybridlm_builder(config: ModelConfig) -> HybridLM:
 
 
 def transformers_builder(config: ModelConfig):
-    from hybridlm.training.peer import TransformersPeer
+    from hybridlm.bench.peer import TransformersPeer
 
     return TransformersPeer(config)
 

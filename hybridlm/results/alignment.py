@@ -16,7 +16,11 @@ matplotlib.use("Agg")  # headless: no display on training machines
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+import torch  # noqa: E402
+
 from hybridlm.atomic import atomic_path  # noqa: E402
+from hybridlm.data.sentence_reader import sentence_pattern  # noqa: E402
+from hybridlm.model import HybridLM  # noqa: E402
 
 MAX_TICK_LABELS = 60  # beyond this many characters, label every k-th one so the labels stay readable
 
@@ -72,3 +76,16 @@ def write_alignment(weights, text: str, path: Path | str, title: str = "", frame
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", metadata={"Software": None})
     plt.close(fig)
+
+
+def reading_alignment(model: HybridLM, codes: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+    """``[frames, characters]``: cross-attention weights of ``model`` re-reading ``codes [n_q, T]`` against
+    ``text [L]``, averaged over cross-attention layers; row t is the step that predicts frame t. They are the
+    pointer path that :meth:`HybridLM.speak` read the codes with (the duration predictor's): one-hot per step, 0
+    once the text is over."""
+    delayed = sentence_pattern(model.config).build(codes.cpu()).to(text.device)
+    weights: list[torch.Tensor] = []
+    with torch.no_grad():
+        model(delayed[None, :, :-1], text=text[None], durations=model.predict_durations(text[None]),
+              alignments=weights)
+    return torch.stack([w[0].float().mean(0) for w in weights]).mean(0)[: codes.shape[-1]]

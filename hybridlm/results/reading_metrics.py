@@ -13,9 +13,11 @@ synthetic corpus ``reading_error_rate`` what hybridlm.synthetic_asr heard agains
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
+from hybridlm import asr
 from hybridlm.data.synthetic import LETTER_CLASSES
 from hybridlm.synthetic_asr import Recogniser
 
@@ -60,3 +62,27 @@ def summary_line(metrics: dict) -> str:
         line += (f", reading error rate {final['reading_error_rate']:.2f} (recogniser floor "
                  f"{final['reading_error_floor']:.2f}; chance ~{1 - 1 / len(LETTER_CLASSES):.3f})")
     return line + "."
+
+
+def metrics_file(readings: dict[int, dict], reader: str, spoken: dict[int, list[Path]], ceiling: list[Path],
+                 texts: list[str], weights: str) -> dict:
+    """The ``asr_metrics`` file: per checkpoint the reading metrics (``readings[step]``) and the ASR WER/CER of its
+    decoded val readings (``spoken[step]``, in the order of ``texts``); the ASR's ``ceiling`` on the codec
+    resynthesis of the same real clips. Where the ASR cannot be imported its entries say ``asr: unavailable (...)``
+    and hold no number (hybridlm.asr.asr_metrics)."""
+    def scored(wavs: list[Path]) -> dict:
+        # No realtime_factor: a timing differs run to run, and this file must be byte-identical for identical params.
+        return {k: v for k, v in asr.asr_metrics(wavs, texts).items() if k != "realtime_factor"}
+
+    if not readings:
+        return {"asr": "not measured (tts_render.val_sentences is 0: no val prompts)", "codec_weights": weights}
+    result = {"codec_weights": weights, "reader": reader}
+    if texts:
+        result["ceiling"] = scored(ceiling)
+        result["asr"] = result["ceiling"]["asr"]
+    else:
+        result["asr"] = "not measured (synthetic corpus and tts_render.page_val_sentences is 0: no reading decoded)"
+    for step, reading in readings.items():
+        result[f"step_{step}"] = {"step": step, **reading, **(scored(spoken[step]) if texts else {})}
+    result["final"] = result[f"step_{max(readings)}"]
+    return result

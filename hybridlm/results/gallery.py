@@ -21,7 +21,7 @@ import numpy as np  # noqa: E402
 import soundfile as sf  # noqa: E402
 
 from hybridlm.atomic import write_text  # noqa: E402
-from hybridlm.training.report import Curve  # noqa: E402
+from hybridlm.results.report import Curve  # noqa: E402
 
 
 def write_wav(path: Path, audio: np.ndarray, sample_rate: int) -> None:

@@ -1,0 +1,1 @@
+"""Results pages: training curves, the sample gallery, alignment plots and the metrics of sampled readings."""
