@@ -61,6 +61,17 @@ class DelayPattern:
         steps = torch.arange(num_steps, device=device)
         return steps[None, :] - 1 - torch.arange(self.num_codebooks, device=device)[:, None]
 
+    def step_ids(self, step: int, codes: torch.Tensor, num_frames: torch.Tensor) -> torch.Tensor:
+        """The ids at ``step`` of rows being sampled: ``codes [B, n_q]`` (one drawn per codebook) where codebook q
+        holds a frame there (frame ``step - 1 - q`` in ``[0, num_frames)``), EOS at frame ``num_frames`` with
+        ``eos``, PAD elsewhere. ``num_frames [B]`` is each row's length, -1 while not known yet (no EOS sampled):
+        every frame from 0 on is then a code. The step-by-step form of :meth:`build`, for a decoding loop."""
+        frame = (step - 1 - torch.arange(self.num_codebooks, device=codes.device))[None, :]  # [1, n_q]
+        end = num_frames[:, None]
+        is_code = (frame >= 0) & ((end < 0) | (frame < end))
+        is_eos = (end >= 0) & (frame == end) & self.eos
+        return torch.where(is_code, codes, torch.where(is_eos, self.eos_id, self.pad_id))
+
     def code_mask(self, num_steps: int, device: torch.device | str | None = None) -> torch.Tensor:
         """Bool ``[n_q, num_steps]``: True where the pattern holds a code (step ``1 + q + f``, ``0 <= f < T``)."""
         frame = self._frame_index(num_steps, device)

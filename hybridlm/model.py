@@ -1,7 +1,8 @@
 """The hybrid Gated DeltaNet + attention language model over EnCodec codes (OLMo-hybrid layer definitions).
 
-Read top to bottom: config -> cache -> model (embeddings, forward, generate) -> loss and optimizer helpers. The
-layers it composes live in hybridlm.layers (attention, Gated DeltaNet, MLP and norms, text encoder, cross-attention).
+Read top to bottom: config -> cache -> model (embeddings, forward) -> loss and optimizer helpers. The layers it
+composes live in hybridlm.layers (attention, Gated DeltaNet, MLP and norms, text encoder, cross-attention; which
+schedule letter builds which: hybridlm.layers.registry); sampling from it lives in hybridlm.sampling.
 
 Why a hybrid: Gated DeltaNet (GDN) layers keep a fixed-size K x V state per head, so decoding costs O(1) per step
 and training is linear in length; a few softmax-attention layers (every 4th, and the last) restore exact recall.
@@ -26,23 +27,21 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Annotated, Literal
+from typing import Annotated, Literal, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from pydantic import Field, model_validator
 from torch import nn
 
-from hybridlm.delay import NUM_SPECIAL, DelayPattern
-from hybridlm.layers.attention import AttentionBlock, KVCache
-from hybridlm.layers.cross_attention import CrossAttention, CrossCache, text_pointer
-from hybridlm.layers.gated_deltanet import GDNBlock, GDNCache
+from hybridlm.delay import NUM_SPECIAL
+from hybridlm.layers.cross_attention import CrossAttention, CrossCache, pointer_weights, text_pointer
 from hybridlm.layers.init import init_normal
 from hybridlm.layers.norms import RMSNorm
-from hybridlm.layers.text_encoder import TEXT_PAD_ID, TextEncoder
+from hybridlm.layers.registry import LAYER_KINDS, describe, layer_kind
+from hybridlm.layers.text_encoder import TextEncoder
 from hybridlm.params import Bool, Float, Int, ParamError, Str, params_section, parse_section
 
-LAYER_KINDS = {"L": "gdn", "A": "attention"}
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -83,7 +82,7 @@ NO_TEXT = TextConfig(layers=0)  # the unconditional model's text section (checkp
 class ModelConfig:
     """params.yaml ``model:``. Field limits live in the types; rules between keys in ``_check``."""
 
-    schedule: Str = "LLLALLLA"  # one letter per layer: L = Gated DeltaNet, A = attention
+    schedule: Str = "LLLALLLA"  # one letter per layer (hybridlm.layers.registry): L = Gated DeltaNet, A = attention
     d_model: Annotated[Int, Field(ge=1)] = 384
     d_ff: Annotated[Int, Field(ge=1)] = 1024
     n_heads: Annotated[Int, Field(ge=1)] = 6  # attention query heads; also the GDN head count
@@ -101,11 +100,10 @@ class ModelConfig:
 
     @model_validator(mode="after")
     def _check(self) -> ModelConfig:
-        bad = sorted(set(self.schedule) - set(LAYER_KINDS))
-        if not self.schedule or bad:
+        if not self.schedule or not set(self.schedule) <= set(LAYER_KINDS):
             raise ParamError(
-                f"params.yaml: 'model.schedule' must be a non-empty string of L (Gated DeltaNet) and A (attention) "
-                f"letters, one per layer, got {self.schedule!r}"
+                f"params.yaml: 'model.schedule' must be a non-empty string of {describe()} letters, one "
+                f"per layer, got {self.schedule!r}"
             )
         if self.d_model % self.n_heads:
             raise ParamError(
@@ -116,10 +114,9 @@ class ModelConfig:
                 f"params.yaml: 'model.n_heads' ({self.n_heads}) must be divisible by 'model.n_kv_heads' "
                 f"({self.n_kv_heads})"
             )
-        if "A" in self.schedule and self.head_dim % 2:
-            raise ParamError(
-                f"params.yaml: 'model.d_model' / 'model.n_heads' = {self.head_dim} must be even (RoPE rotates pairs)"
-            )
+        for letter in dict.fromkeys(self.schedule):  # each kind's own rules
+            if (error := layer_kind(letter).check_config(self)) is not None:
+                raise ParamError(f"params.yaml: {error}")
         if self.context <= self.num_codebooks:
             raise ParamError(
                 f"params.yaml: 'model.context' ({self.context}) must exceed 'model.num_codebooks' "
@@ -149,13 +146,13 @@ class ModelConfig:
             return ()
         if self.text.cross_attention_layers is not None:
             return tuple(sorted(self.text.cross_attention_layers))
-        attention = tuple(i for i, c in enumerate(self.schedule) if c == "A")
+        attention = tuple(i for i, kind in enumerate(self.layer_types) if kind == "attention")
         return attention or (len(self.schedule) - 1,)
 
     @property
     def layer_types(self) -> tuple[str, ...]:
-        """``"gdn"`` or ``"attention"`` per layer, from the schedule string."""
-        return tuple(LAYER_KINDS[c] for c in self.schedule)
+        """Each layer's kind by name (``"gdn"``, ``"attention"``, ...: hybridlm.layers.registry), from the schedule."""
+        return tuple(layer_kind(c).name for c in self.schedule)
 
     @property
     def head_dim(self) -> int:
@@ -184,19 +181,25 @@ def config_from_dict(raw: dict) -> ModelConfig:
 # ----------------------------------------------------------------------------------------------------------------
 @dataclass
 class ModelCache:
-    """Per-layer caches plus the number of steps already consumed (the RoPE offset). ``forward`` updates it.
-    ``cross`` holds the text values per cross-attention layer (empty: no text), ``ends [B, text_len]`` the frame at
-    which each text id ends (the pointer's path)."""
+    """Per-layer caches (each block's own, from its ``new_cache``) for ``batch_size`` rows, plus the number of steps
+    already consumed (the RoPE offset). ``forward`` updates it. ``cross`` holds the text values per cross-attention
+    layer (empty: no text), ``ends [B, text_len]`` the frame at which each text id ends (the pointer's path)."""
 
-    layers: list[KVCache | GDNCache]
+    layers: list
+    batch_size: int
     length: int = 0
     cross: dict[int, CrossCache] = field(default_factory=dict)
     ends: torch.Tensor | None = None
 
-    @property
-    def batch_size(self) -> int:
-        first = self.layers[0]
-        return (first.k if isinstance(first, KVCache) else first.state).shape[0]
+
+class Readout(NamedTuple):
+    """What the forward returns when asked for more than its logits / hidden states ``out``: ``alignments
+    [cross-attention layers, B, S, L]`` (each one's weights, in layer order) and ``log_durations [B, L]``, each None
+    unless asked for."""
+
+    out: torch.Tensor
+    alignments: torch.Tensor | None
+    log_durations: torch.Tensor | None
 
 
 class HybridLM(nn.Module):
@@ -208,9 +211,7 @@ class HybridLM(nn.Module):
         n_q, vocab, d = config.num_codebooks, config.vocab_size, config.d_model
         # The 8 per-codebook tables live in one Embedding (row q * vocab + id), so the lookup is a single gather.
         self.embed = nn.Embedding(n_q * vocab, d)
-        self.layers = nn.ModuleList(
-            GDNBlock(config) if kind == "gdn" else AttentionBlock(config) for kind in config.layer_types
-        )
+        self.layers = nn.ModuleList(layer_kind(letter).block(config) for letter in config.schedule)
         self.norm = RMSNorm(d)
         # The 8 untied heads (384 -> 1027 each, no bias) as one Linear with 8 * 1027 outputs: identical maths,
         # one matmul.
@@ -268,22 +269,11 @@ class HybridLM(nn.Module):
         weight = self.heads.weight
         device = weight.device if device is None else device
         dtype = weight.dtype if dtype is None else dtype
-        cfg, layers = self.config, []
-        for layer in self.layers:
-            if isinstance(layer, GDNBlock):
-                gdn = layer.gdn
-                layers.append(GDNCache(
-                    conv=torch.zeros(batch_size, gdn.conv_size - 1, gdn.conv_channels, device=device, dtype=dtype),
-                    state=torch.zeros(batch_size, gdn.n_heads, gdn.key_dim, gdn.value_dim, device=device,
-                                      dtype=torch.float32),
-                ))
-            else:
-                empty = torch.zeros(batch_size, cfg.n_kv_heads, 0, cfg.head_dim, device=device, dtype=dtype)
-                layers.append(KVCache(k=empty, v=empty.clone()))
+        layers = [layer.new_cache(batch_size, device, dtype) for layer in self.layers]
         if text is None:
-            return ModelCache(layers=layers)
+            return ModelCache(layers=layers, batch_size=batch_size)
         cross, ends, _ = self.text_memories(text.to(device), durations, batch_size)
-        return ModelCache(layers=layers, cross=cross, ends=ends.to(device))
+        return ModelCache(layers=layers, batch_size=batch_size, cross=cross, ends=ends.to(device))
 
     def text_memories(self, text: torch.Tensor, durations: torch.Tensor | None, batch_size: int
                       ) -> tuple[dict[int, CrossCache], torch.Tensor, torch.Tensor]:
@@ -315,9 +305,11 @@ class HybridLM(nn.Module):
         states, mask = self.text_encoder(text)
         frames = torch.expm1(self.text_encoder.log_durations(states, text).float()).round().clamp(min=1)
         return frames.long() * mask
+
     def forward(self, tokens: torch.Tensor, cache: ModelCache | None = None, *, heads: bool = True,
                 text: torch.Tensor | None = None, durations: torch.Tensor | None = None,
-                alignments: list | None = None, log_durations: list | None = None) -> torch.Tensor:
+                return_alignments: bool = False, return_log_durations: bool = False
+                ) -> torch.Tensor | Readout:
         """``tokens [B, n_q, S]`` (delayed ids) -> ``logits [B, n_q, S, vocab]``.
 
         Without a cache: the full causal forward (training). With a cache: continues after ``cache.length`` steps
@@ -327,8 +319,9 @@ class HybridLM(nn.Module):
         second method so that a DDP wrapper still sees the forward).
         ``text [B, L]``: ids to condition on, with ``durations [B, L]`` (frames per id: where the pointer reads;
         cached decoding takes both in :meth:`new_cache` instead); no text, or an all-pad row, is the decoder alone.
-        ``alignments``: a list that receives each cross-attention's weights ``[B, 1, S, L]`` in layer order;
-        ``log_durations``: a list that receives the duration predictor's ``[B, L]`` (training's duration loss).
+        ``return_alignments`` / ``return_log_durations`` (with a text): return a :class:`Readout` instead, with the
+        cross-attentions' weights and / or the duration predictor's log(1 + frames) per id (training's duration
+        loss).
         """
         cfg = self.config
         if tokens.ndim != 3 or tokens.shape[1] != cfg.num_codebooks or tokens.shape[2] < 1:
@@ -344,12 +337,12 @@ class HybridLM(nn.Module):
             raise ValueError(f"HybridLM: cache is for batch size {cache.batch_size}, tokens have {batch}")
         if text is not None and cache is not None:
             raise ValueError("HybridLM: with a cache, pass the text to new_cache (its keys/values are cached once)")
+        if (return_alignments or return_log_durations) and text is None:
+            raise ValueError("HybridLM: alignments and log durations come from a text; pass text= and durations=")
         offset = 0 if cache is None else cache.length
-        memories, pointer = {}, None
+        memories, pointer, predicted = {}, None, None
         if text is not None:
             memories, ends, predicted = self.text_memories(text, durations, batch)
-            if log_durations is not None:
-                log_durations.append(predicted)
         elif cache is not None and cache.cross:
             memories, ends = cache.cross, cache.ends
         if memories:
@@ -358,123 +351,19 @@ class HybridLM(nn.Module):
         for i, layer in enumerate(self.layers):
             x = layer(x, offset, None if cache is None else cache.layers[i])
             if i in memories:
-                x = self.cross_attention[str(i)](x, memories[i], pointer, alignments)
+                x = self.cross_attention[str(i)](x, memories[i], pointer)
         if cache is not None:
             cache.length += steps
-        hidden = self.norm(x)
-        if not heads:
-            return hidden
-        logits = self.heads(hidden).view(batch, steps, cfg.num_codebooks, cfg.vocab_size)
-        return logits.transpose(1, 2)
-
-    @torch.no_grad()
-    def generate(self, num_frames: int, batch_size: int = 1, temperature: float = 1.0, top_k: int = 250,
-                 generator: torch.Generator | None = None) -> torch.Tensor:
-        """Sample ``[B, n_q, num_frames]`` codes unconditionally, one delayed step at a time with the cache.
-
-        Step 0 is BOS for every codebook. At step t, codebook q gets a sampled code where the delay pattern has one
-        (frame t - 1 - q exists) and PAD elsewhere; codes are drawn from the 1024 code logits only (special ids can
-        never be sampled), with temperature (0 = greedy) and top-k. ``generator`` (on the model's device) makes
-        the draw reproducible.
-        """
-        if num_frames < 1 or batch_size < 1:
-            raise ValueError(f"generate: num_frames and batch_size must be >= 1, got {num_frames}, {batch_size}")
-        seq, _ = self._sample(num_frames, batch_size, temperature, top_k, generator, None, None, 1.0,
-                              stop_on_eos=False)
-        return DelayPattern(self.config.num_codebooks, self.config.codebook_size).revert(seq)
-
-    @torch.no_grad()
-    def speak(self, text: torch.Tensor, max_frames: int, temperature: float = 1.0, top_k: int = 250,
-              generator: torch.Generator | None = None, cfg_scale: float = 1.0
-              ) -> tuple[list[torch.Tensor], list[bool]]:
-        """Read ``text [B, L]`` aloud: per row, codes ``[n_q, T_b]`` up to the EOS the model samples, and whether it
-        sampled one (False: stopped by the ``max_frames`` guard).
-
-        The pointer follows the duration predictor (:meth:`predict_durations`: the path :func:`text_pointer`
-        takes). EOS may be sampled only once the pointer has passed the last id (a reading cannot end before its
-        text; before that the EOS logit is masked); the model then reads "end of text" and samples the EOS itself,
-        so the EOS rate says whether the model ends where its text does rather than running on to ``max_frames``.
-
-        Codebook 0 may sample EOS (from frame 1 on); once it has, the other codebooks finish that frame's delayed
-        codes and take their EOS steps from the pattern, and the row is done. ``cfg_scale`` != 1 mixes logits
-        with classifier-free guidance: ``uncond + cfg_scale * (cond - uncond)``, the unconditional branch being the
-        same rows with the text dropped (batched with the conditional ones); 1 is plain conditional sampling.
-        """
-        if max_frames < 1:
-            raise ValueError(f"speak: max_frames must be >= 1, got {max_frames}")
-        if cfg_scale < 0:
-            raise ValueError(f"speak: cfg_scale must be >= 0, got {cfg_scale}")
-        seq, ends = self._sample(max_frames, text.shape[0], temperature, top_k, generator, text,
-                                 self.predict_durations(text), cfg_scale, stop_on_eos=True)
-        pattern = DelayPattern(self.config.num_codebooks, self.config.codebook_size, eos=True)
-        codes = [pattern.revert(seq[b, :, : pattern.num_steps(int(end))]) for b, (end, _) in enumerate(ends)]
-        return codes, [bool(sampled) for _, sampled in ends]
-
-    def _sample(self, max_frames: int, batch_size: int, temperature: float, top_k: int,
-                generator: torch.Generator | None, text: torch.Tensor | None, durations: torch.Tensor | None,
-                cfg_scale: float, stop_on_eos: bool) -> tuple[torch.Tensor, list[tuple[int, bool]]]:
-        """The decoding loop behind :meth:`generate` (fixed length) and :meth:`speak` (until EOS).
-
-        Returns the delayed sequences ``[B, n_q, steps]`` and per row (frames, ended by a sampled EOS). Rows that
-        are done keep receiving PAD steps until every row is; those steps are cut off by the callers.
-        """
-        cfg = self.config
-        if temperature < 0 or top_k < 1:
-            raise ValueError(f"generate: need temperature >= 0 and top_k >= 1, got {temperature}, {top_k}")
-        pattern = DelayPattern(cfg.num_codebooks, cfg.codebook_size, eos=stop_on_eos)
-        device = self.heads.weight.device
-        total = pattern.num_steps(max_frames)
-        seq = torch.full((batch_size, cfg.num_codebooks, total), pattern.pad_id, dtype=torch.long, device=device)
-        seq[..., 0] = pattern.bos_id
-        guided = text is not None and cfg_scale != 1.0
-        if guided:  # rows B.. are the same prompts without text: one batched forward gives both branches
-            text = torch.cat([text, torch.full_like(text, TEXT_PAD_ID)])
-            durations = torch.cat([durations, torch.zeros_like(durations)])
-        cache = self.new_cache(batch_size * (2 if guided else 1), device, text=text, durations=durations)
-        text_ends = None if cache.ends is None else cache.ends[:batch_size, -1]  # frames the text lasts, per row
-        # ends[b]: frames of row b once known (-1 until codebook 0 samples EOS); fixed without EOS.
-        ends = torch.full((batch_size,), -1 if stop_on_eos else max_frames, dtype=torch.long, device=device)
-        sampled_eos = torch.zeros(batch_size, dtype=torch.bool, device=device)
-        frame_of = torch.arange(cfg.num_codebooks, device=device)
-        for t in range(1, total):
-            step = seq[..., t - 1 : t]
-            logits = self(torch.cat([step, step]) if guided else step, cache)[:, :, -1]
-            if guided:
-                cond, uncond = logits.float().chunk(2)
-                logits = uncond + cfg_scale * (cond - uncond)
-            choices = logits[..., : cfg.codebook_size]
-            if stop_on_eos:  # column codebook_size = EOS: only codebook 0 may choose it, and not as the first frame
-                eos = torch.full_like(choices[..., :1], float("-inf"))
-                if t > 1:
-                    eos[:, 0] = logits[:, 0, pattern.eos_id : pattern.eos_id + 1]
-                if text_ends is not None:  # with a text, not before the pointer has read all of it
-                    eos[~(t - 1 + cfg.text.pointer_early >= text_ends)] = float("-inf")
-                choices = torch.cat([choices, eos], dim=-1)
-            codes = sample_codes(choices, temperature, top_k, generator)
-            if stop_on_eos:
-                chose = (codes[:, 0] == cfg.codebook_size) & (ends < 0)
-                sampled_eos |= chose
-                ends = torch.where(chose | ((ends < 0) & (t - 1 == max_frames)), t - 1, ends)
-            frame = (t - 1 - frame_of)[None, :]  # [1, n_q]
-            end = ends[:, None]
-            is_code = (frame >= 0) & ((end < 0) | (frame < end))
-            is_eos = stop_on_eos & (end >= 0) & (frame == end)
-            seq[..., t] = torch.where(is_code, codes, torch.where(is_eos, pattern.eos_id, pattern.pad_id))
-            if bool((ends >= 0).all()) and t >= int(ends.max()) + cfg.num_codebooks:
-                break
-        return seq, [(int(e), bool(s)) for e, s in zip(ends, sampled_eos)]
-
-def sample_codes(logits: torch.Tensor, temperature: float, top_k: int,
-                 generator: torch.Generator | None) -> torch.Tensor:
-    """One id per row of ``logits [..., codes]``: greedy at temperature 0, else softmax(logits / T) over the top k."""
-    if temperature == 0:
-        return logits.argmax(dim=-1)
-    logits = logits.float() / temperature
-    if top_k < logits.shape[-1]:
-        kth = logits.topk(top_k, dim=-1).values[..., -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    probs = logits.softmax(dim=-1).reshape(-1, logits.shape[-1])
-    return torch.multinomial(probs, 1, generator=generator).view(logits.shape[:-1])
+        out = self.norm(x)
+        if heads:
+            out = self.heads(out).view(batch, steps, cfg.num_codebooks, cfg.vocab_size).transpose(1, 2)
+        if not (return_alignments or return_log_durations):
+            return out
+        alignments = None
+        if return_alignments:  # every cross-attention reads through the same pointer
+            weights = pointer_weights(pointer, text.shape[1]).to(x.dtype)
+            alignments = weights.expand(len(memories), *weights.shape)
+        return Readout(out, alignments, predicted if return_log_durations else None)
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from hybridlm.model import config_from_dict
 from hybridlm.params import SCHEMA_CONFIG, ParamError, phrase
 from hybridlm.prompts import checkpoint_vocab, encode_prompt
 from hybridlm.results.gallery import write_wav
+from hybridlm.sampling import speak
 from hybridlm.text import normalize
 from hybridlm.training.checkpoint import ema_model, load_checkpoint
 
@@ -95,7 +96,7 @@ def say(text: str, checkpoint: Path, out: Path, *, cfg_scale: float = 3.0, seed:
     codec = load_codec(meta["hybridlm.weights"], meta["hybridlm.codec"], dev)
     frame_rate = int(meta["hybridlm.frame_rate"])
     generator = torch.Generator(dev).manual_seed(opts.seed)
-    codes, ended = model.speak(torch.tensor([ids], device=dev), max(1, round(opts.max_seconds * frame_rate)),
+    codes, ended = speak(model, torch.tensor([ids], device=dev), max(1, round(opts.max_seconds * frame_rate)),
                                opts.temperature, opts.top_k, generator, opts.cfg_scale)
     audio = codec.decode(codes[0][None].to(dev)).cpu().numpy()[0]
     with atomic_path(opts.out) as tmp:

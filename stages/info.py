@@ -10,9 +10,8 @@ from __future__ import annotations
 import torch
 
 from hybridlm.config import section
+from hybridlm.layers.registry import LAYER_KINDS, layer_kind
 from hybridlm.model import HybridLM, with_text
-
-KIND_NAMES = {"L": "Gated DeltaNet", "A": "attention"}
 
 
 def run(params: dict) -> None:
@@ -22,13 +21,13 @@ def run(params: dict) -> None:
         model = HybridLM(config)
     counts = model.parameter_counts()
     total = model.num_parameters()
-    n_gdn, n_attn = config.schedule.count("L"), config.schedule.count("A")
-    print(f"schedule: {' '.join(config.schedule)}  ({len(config.schedule)} layers: {n_gdn} Gated DeltaNet, "
-          f"{n_attn} attention; L = Gated DeltaNet, A = attention)")
+    per_kind = ", ".join(f"{config.schedule.count(k.letter)} {k.display}" for k in LAYER_KINDS.values())
+    letters = ", ".join(f"{k.letter} = {k.display}" for k in LAYER_KINDS.values())
+    print(f"schedule: {' '.join(config.schedule)}  ({len(config.schedule)} layers: {per_kind}; {letters})")
     print(f"d_model {config.d_model}, d_ff {config.d_ff}, heads {config.n_heads} (kv {config.n_kv_heads}), "
           f"GDN head dims {config.gdn_key_dim}/{config.gdn_value_dim}, {config.num_codebooks} codebooks x "
           f"vocab {config.vocab_size}, GDN backend {config.gdn_backend}")
-    labels = {name: (f"{name[:-1]}, {KIND_NAMES[name[-2]]})" if name.startswith("layer ") else name)
+    labels = {name: (f"{name[:-1]}, {layer_kind(name[-2]).display})" if name.startswith("layer ") else name)
               for name in counts}
     width = max(len(label) for label in labels.values()) + 4
     for name, count in counts.items():

@@ -25,6 +25,7 @@ from hybridlm.data.codec import deterministic_kernels, load_codec
 from hybridlm.interface import Input, Output
 from hybridlm.results.gallery import GalleryRow, GallerySample, write_gallery, write_spectrogram, write_wav
 from hybridlm.results.report import REFERENCE_EMA_VAL_LOSS, reference_differences, write_curves
+from hybridlm.sampling import generate
 from hybridlm.training.checkpoint import (ema_model, list_checkpoints, load_checkpoint, select_checkpoints,
                                          validate_checkpoints)
 from hybridlm.training.precision import autocast, resolve_precision
@@ -72,7 +73,7 @@ def run(params: dict, *,
             num_frames = max(1, round(cfg.seconds * int(meta["hybridlm.frame_rate"])))
             generator = torch.Generator(device).manual_seed(cfg.seed)
             with autocast(precision, device):
-                codes = model.generate(num_frames, cfg.samples, cfg.temperature, cfg.top_k, generator)
+                codes = generate(model, num_frames, cfg.samples, cfg.temperature, cfg.top_k, generator)
             with deterministic_kernels():  # else the thread split changes the audio bytes (docs/reproducibility.md)
                 audio = codec.decode(codes).cpu().numpy()
             folder = tmp / f"step-{step:06d}"

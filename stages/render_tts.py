@@ -47,6 +47,7 @@ from hybridlm.results.gallery import GalleryRow, GallerySample, write_gallery, w
 from hybridlm.results.heard import fit_recogniser, write_heard
 from hybridlm.results.reading_metrics import metrics_file, reading_metrics
 from hybridlm.results.report import write_curves
+from hybridlm.sampling import speak
 from hybridlm.training.batching import pad_texts
 from hybridlm.training.checkpoint import ema_model, load_checkpoint, select_checkpoints, validate_checkpoints
 from hybridlm.training.precision import autocast, resolve_precision
@@ -143,7 +144,7 @@ def run(params: dict, *,
             text = pad_texts(ids).to(device)
             generator = torch.Generator(device).manual_seed(cfg.seed)
             with autocast(precision, device):
-                codes, ended = model.speak(text, max_frames, cfg.temperature, cfg.top_k, generator, cfg.cfg_scale)
+                codes, ended = speak(model, text, max_frames, cfg.temperature, cfg.top_k, generator, cfg.cfg_scale)
             folder = tmp / f"step-{step:06d}"
             folder.mkdir()
             samples = []

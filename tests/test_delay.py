@@ -113,3 +113,17 @@ def test_eos_worked_example_roundtrip_and_targets():
         pattern.revert(missing_eos)
     with pytest.raises(ValueError, match="at least 5 steps"):
         pattern.revert(delayed[:, :4])
+
+
+@pytest.mark.parametrize("eos", [False, True])
+def test_step_ids_rebuild_the_pattern_one_step_at_a_time(eos):
+    pattern = DelayPattern(num_codebooks=3, codebook_size=10, eos=eos)
+    codes = torch.randint(0, 10, (2, 3, 4), generator=torch.Generator().manual_seed(0))
+    built = pattern.build(codes)
+    known = torch.full((2,), 4)
+    for step in range(1, built.shape[-1]):
+        frame = (step - 1 - torch.arange(3)).clamp(0, 3)  # the code each codebook would write at this step
+        drawn = codes.gather(2, frame[None, :, None].expand(2, 3, 1))[..., 0]
+        assert torch.equal(pattern.step_ids(step, drawn, known), built[..., step])
+    # length not known yet (-1): every codebook past its delay writes its code, none an EOS
+    assert torch.equal(pattern.step_ids(2, torch.full((1, 3), 7), torch.tensor([-1])), torch.tensor([[7, 7, 10]]))

@@ -24,6 +24,7 @@ from hybridlm.model import (
 )
 from hybridlm.config import load_params, section
 from hybridlm.params import ParamError, parse_section
+from hybridlm.sampling import generate
 
 REPO = Path(__file__).resolve().parents[1]
 GDN_LAYER, ATTN_LAYER, EMBED_AND_HEADS = 2_074_476, 1_574_144, 6_309_888
@@ -153,9 +154,9 @@ def test_forward_rejects_bad_tokens_and_cache():
 # ---------------------------------------------------------------------------------------------------- sampling
 def test_generate_shape_range_and_determinism():
     model = tiny("LA")
-    out = model.generate(6, batch_size=3, generator=torch.Generator().manual_seed(0))
-    again = model.generate(6, batch_size=3, generator=torch.Generator().manual_seed(0))
-    other = model.generate(6, batch_size=3, generator=torch.Generator().manual_seed(1))
+    out = generate(model, 6, batch_size=3, generator=torch.Generator().manual_seed(0))
+    again = generate(model, 6, batch_size=3, generator=torch.Generator().manual_seed(0))
+    other = generate(model, 6, batch_size=3, generator=torch.Generator().manual_seed(1))
     assert out.shape == (3, 8, 6) and out.dtype == torch.long
     assert int(out.min()) >= 0 and int(out.max()) < 1024
     assert torch.equal(out, again)
@@ -172,14 +173,14 @@ def test_generate_never_emits_special_ids_even_when_they_dominate():
 
     model.heads.register_forward_hook(favour_specials)
     for temperature in (1.0, 0.0):
-        out = model.generate(4, batch_size=2, temperature=temperature, generator=torch.Generator().manual_seed(0))
+        out = generate(model, 4, batch_size=2, temperature=temperature, generator=torch.Generator().manual_seed(0))
         assert int(out.max()) < 1024 and int(out.min()) >= 0
 
 
 def test_greedy_generation_follows_the_delay_pattern_of_the_full_forward():
     """Greedy codes must be the argmax of the full forward at exactly the delayed positions that hold them."""
     model = tiny("LAL")
-    codes = model.generate(5, batch_size=2, temperature=0.0)
+    codes = generate(model, 5, batch_size=2, temperature=0.0)
     pattern = DelayPattern()
     delayed = pattern.build(codes)
     with torch.no_grad():
@@ -187,16 +188,16 @@ def test_greedy_generation_follows_the_delay_pattern_of_the_full_forward():
     targets = delayed[..., 1:]
     mask = pattern.target_mask(targets)
     assert torch.equal(logits[..., :1024].argmax(-1)[mask], targets[mask])
-    top1 = model.generate(5, batch_size=2, top_k=1, generator=torch.Generator().manual_seed(3))
+    top1 = generate(model, 5, batch_size=2, top_k=1, generator=torch.Generator().manual_seed(3))
     assert torch.equal(top1, codes)
 
 
 def test_generate_rejects_bad_arguments():
     model = tiny("L")
     with pytest.raises(ValueError, match="num_frames and batch_size must be >= 1"):
-        model.generate(0)
+        generate(model, 0)
     with pytest.raises(ValueError, match="temperature >= 0 and top_k >= 1"):
-        model.generate(2, top_k=0)
+        generate(model, 2, top_k=0)
 
 
 # ---------------------------------------------------------------------------------------------------- loss

@@ -28,6 +28,7 @@ from hybridlm.model import (
 )
 from hybridlm.config import load_params, section
 from hybridlm.params import ParamError
+from hybridlm.sampling import speak
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = dict(d_model=32, d_ff=48, n_heads=4, n_kv_heads=2, gdn_key_dim=8, gdn_value_dim=12, context=64,
@@ -172,16 +173,20 @@ def test_text_changes_logits_and_empty_text_is_the_decoder_alone():
 def test_the_pointer_reads_one_id_at_a_time_early_and_then_the_end():
     model = open_gates(tiny("LAA", text=dataclasses.replace(TEXT, cross_attention_layers=[1, 2])))
     text, durations = texts([3, 4, 5], [6, 7, 8]), torch.tensor([[2, 3, 1], [1, 0, 2]])
-    weights: list[torch.Tensor] = []
     with torch.no_grad():
-        model(random_tokens(2, 9), text=text, durations=durations, alignments=weights)
-    assert len(weights) == 2 and weights[0].shape == (2, 1, 9, 3) and torch.equal(weights[0], weights[1])
+        logits, weights, log_durations = model(random_tokens(2, 9), text=text, durations=durations,
+                                               return_alignments=True)
+    assert weights.shape == (2, 2, 9, 3) and torch.equal(weights[0], weights[1]) and log_durations is None
+    with torch.no_grad():
+        assert torch.equal(logits, model(random_tokens(2, 9), text=text, durations=durations))
     # pointer_early 1: position s reads the id sounding in frame s + 1; past the last id, nothing (the end state)
-    read_at = [row.argmax(-1).tolist() if row.sum() else None for row in weights[0][0, 0]]
+    read_at = [row.argmax(-1).tolist() if row.sum() else None for row in weights[0][0]]
     assert read_at == [0, 1, 1, 1, 2, None, None, None, None]
     # an id of 0 frames is passed over
-    assert [row.argmax(-1).item() if row.sum() else None for row in weights[0][1, 0]][:3] == [2, 2, None]
+    assert [row.argmax(-1).item() if row.sum() else None for row in weights[0][1]][:3] == [2, 2, None]
     assert torch.all(weights[0].sum(-1) <= 1)
+    with pytest.raises(ValueError, match="alignments and log durations come from a text"):
+        model(random_tokens(2, 9), return_alignments=True)
 
 
 def test_text_padding_does_not_change_anything():
@@ -237,10 +242,9 @@ def test_gradients_reach_every_parameter_and_text_parts_skip_decay_where_they_sh
     delayed = DelayPattern(eos=True).build(torch.randint(0, 1024, (2, 8, 10)))
     pattern = DelayPattern(eos=True)
     text = texts([3, 4], [5, 6, 7])
-    predicted: list[torch.Tensor] = []
-    loss, _ = codebook_cross_entropy(read(model, delayed[..., :-1], text, log_durations=predicted),
-                                     delayed[..., 1:], valid=pattern.target_mask(delayed[..., 1:]))
-    (loss + predicted[0].pow(2).mean()).backward()  # 2 frames per id < 10 frames: the end state is read too
+    logits, _, predicted = read(model, delayed[..., :-1], text, return_log_durations=True)
+    loss, _ = codebook_cross_entropy(logits, delayed[..., 1:], valid=pattern.target_mask(delayed[..., 1:]))
+    (loss + predicted.pow(2).mean()).backward()  # 2 frames per id < 10 frames: the end state is read too
     for name, p in model.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
     skip = no_decay_parameter_names(model)
@@ -275,7 +279,7 @@ def favour_eos_after(model: HybridLM, frames: dict[int, int]):
 def test_speak_stops_at_eos_per_row_and_at_the_guard():
     model = open_gates(tiny("LA"))
     handle = favour_eos_after(model, {0: 3, 1: 7})
-    codes, ended = model.speak(texts([3, 4], [5, 6, 7], [8]), max_frames=12, generator=torch.Generator().manual_seed(0))
+    codes, ended = speak(model, texts([3, 4], [5, 6, 7], [8]), max_frames=12, generator=torch.Generator().manual_seed(0))
     handle.remove()
     assert [c.shape for c in codes] == [(8, 3), (8, 7), (8, 12)]
     assert ended == [True, True, False]
@@ -290,7 +294,7 @@ def test_speak_samples_eos_only_once_the_pointer_has_read_the_text():
     text = texts([3, 4], [5, 6, 7])
     assert model.predict_durations(text).tolist() == [[4, 4, 0], [4, 4, 4]]
     handle = favour_eos_after(model, {0: 0, 1: 0})  # EOS as soon as it is allowed
-    codes, ended = model.speak(text, max_frames=20, generator=torch.Generator().manual_seed(0))
+    codes, ended = speak(model, text, max_frames=20, generator=torch.Generator().manual_seed(0))
     handle.remove()
     # frame f is predicted where the pointer reads frame f + 1: the text ends at frame 8 (12), so EOS at frame 7 (11)
     assert [c.shape[-1] for c in codes] == [7, 11] and ended == [True, True]
@@ -327,7 +331,7 @@ def test_speak_with_guidance_equals_a_reference_decoder(cfg_scale):
     model = open_gates(tiny("LA"), 1.5)
     text = texts([3, 4, 5], [9, 10])
     handle = block_eos(model)
-    codes, ended = model.speak(text, max_frames=6, temperature=0.0, cfg_scale=cfg_scale)
+    codes, ended = speak(model, text, max_frames=6, temperature=0.0, cfg_scale=cfg_scale)
     expected = reference_greedy(model, text, 6, cfg_scale)
     handle.remove()
     assert ended == [False, False]
@@ -341,24 +345,24 @@ def test_cfg_scale_one_is_plain_conditional_and_prompts_differ():
     text = texts([3, 4, 5], [20, 21, 22, 23])
     handle = block_eos(model)
     seeded = lambda: torch.Generator().manual_seed(5)  # noqa: E731
-    plain, _ = model.speak(text, max_frames=8, generator=seeded())
-    again, _ = model.speak(text, max_frames=8, generator=seeded(), cfg_scale=1.0)
-    guided, _ = model.speak(text, max_frames=8, generator=seeded(), cfg_scale=3.0)
-    swapped, _ = model.speak(text.flip(0), max_frames=8, generator=seeded())
+    plain, _ = speak(model, text, max_frames=8, generator=seeded())
+    again, _ = speak(model, text, max_frames=8, generator=seeded(), cfg_scale=1.0)
+    guided, _ = speak(model, text, max_frames=8, generator=seeded(), cfg_scale=3.0)
+    swapped, _ = speak(model, text.flip(0), max_frames=8, generator=seeded())
     handle.remove()
     assert all(torch.equal(a, b) for a, b in zip(plain, again))
     assert not all(torch.equal(a, b) for a, b in zip(plain, guided))
-    greedy, _ = model.speak(text, max_frames=8, temperature=0.0)
+    greedy, _ = speak(model, text, max_frames=8, temperature=0.0)
     assert not torch.equal(greedy[0], greedy[1])  # same start, different text: different speech
 
 
 def test_speak_rejects_bad_arguments_and_unconditional_models():
     with pytest.raises(ValueError, match="max_frames must be >= 1"):
-        tiny("L").speak(texts([3]), max_frames=0)
+        speak(tiny("L"), texts([3]), max_frames=0)
     with pytest.raises(ValueError, match="cfg_scale must be >= 0"):
-        tiny("L").speak(texts([3]), max_frames=2, cfg_scale=-1)
+        speak(tiny("L"), texts([3]), max_frames=2, cfg_scale=-1)
     with pytest.raises(ValueError, match="this model has no text conditioning"):
-        tiny("L", text=None).speak(texts([3]), max_frames=2)
+        speak(tiny("L", text=None), texts([3]), max_frames=2)
 
 
 # ---------------------------------------------------------------------------------------------------- the text is used

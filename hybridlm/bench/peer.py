@@ -16,15 +16,19 @@ import logging
 import torch
 from torch import nn
 
-from hybridlm.layers.attention import AttentionBlock
-from hybridlm.layers.gated_deltanet import GDNBlock
+from hybridlm.layers.registry import layer_kind
 from hybridlm.model import HybridLM, ModelConfig
 
 
 def _olmo_hybrid_config(config: ModelConfig):
     from transformers import OlmoHybridConfig
 
-    layer_types = ["linear_attention" if kind == "gdn" else "full_attention" for kind in config.layer_types]
+    kinds = [layer_kind(letter) for letter in config.schedule]
+    missing = sorted({kind.letter for kind in kinds if kind.peer_type is None})
+    if missing:
+        raise ValueError(f"TransformersPeer: transformers' OlmoHybridModel has no layer of kind {', '.join(missing)} "
+                         f"(schedule {config.schedule})")
+    layer_types = [kind.peer_type for kind in kinds]
     return OlmoHybridConfig(
         vocab_size=config.num_codebooks * config.vocab_size, hidden_size=config.d_model,
         intermediate_size=config.d_ff, num_hidden_layers=len(layer_types), num_attention_heads=config.n_heads,
@@ -71,15 +75,9 @@ def _name_map(model: HybridLM) -> dict[str, str]:
     """Our parameter name -> the peer's, for every parameter."""
     names = {"embed.weight": "backbone.embed_tokens.weight", "norm.weight": "backbone.norm.weight",
              "heads.weight": "heads.weight"}
-    for i, layer in enumerate(model.layers):
+    for i, (letter, layer) in enumerate(zip(model.config.schedule, model.layers)):
         ours, theirs = f"layers.{i}.", f"backbone.layers.{i}."
-        if isinstance(layer, GDNBlock):
-            parts = {"gdn_norm.": "input_layernorm.", "gdn.conv.": "linear_attn.conv1d.", "gdn.": "linear_attn.",
-                     "mlp_norm.": "post_attention_layernorm.", "mlp.": "mlp."}
-        else:
-            assert isinstance(layer, AttentionBlock)
-            parts = {"attn_norm.": "post_attention_layernorm.", "attn.": "self_attn.",
-                     "mlp_norm.": "post_feedforward_layernorm.", "mlp.": "mlp."}
+        parts = layer_kind(letter).peer_names
         for name, _ in layer.named_parameters():
             prefix = next(p for p in parts if name.startswith(p))
             names[ours + name] = theirs + parts[prefix] + name[len(prefix):]

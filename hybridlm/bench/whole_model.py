@@ -11,8 +11,9 @@ Throughput is delayed steps per second: batch x context / step time (one delayed
 
 MFU = achieved FLOP/s / device peak. FLOPs per delayed step (forward + backward = 3 x forward):
     6 * P_matmul                                   (every weight matrix and conv filter, not the embeddings)
-  + 6 * n_attention_layers * n_heads * head_dim * T    (causal QK^T and AV: 2 x 2 x T/2 per position, x3)
-  + 18 * n_gdn_layers * n_heads * K * V            (the recurrence: 3 K x V products per step, x3)
+  + per layer, its kind's mixing_flops (hybridlm.layers.registry):
+    attention: 6 * n_heads * head_dim * T          (causal QK^T and AV: 2 x 2 x T/2 per position, x3)
+    Gated DeltaNet: 18 * n_heads * K * V           (the recurrence: 3 K x V products per step, x3)
 The device peak: on CUDA a table of dense bf16/fp32 tensor-core peaks by GPU name (unknown GPU: no MFU); on CPU
 cores x clock (from /proc/cpuinfo) x FLOPs per cycle per core for fp32 FMA: 32 with AVX2 (two 8-wide FMA units),
 64 with AVX-512 (turbo clocks and bf16/AMX units ignored, so CPU MFU is an estimate).
@@ -34,7 +35,9 @@ import torch
 
 from hybridlm.config import TrainParams, resolve_device
 from hybridlm.delay import DelayPattern
+from hybridlm.layers.registry import layer_kind
 from hybridlm.model import HybridLM, ModelConfig
+from hybridlm.sampling import generate
 from hybridlm.training.loop import build_model, make_optimizer, train_step
 from hybridlm.training.precision import autocast
 
@@ -62,9 +65,7 @@ def flops_per_step(config: ModelConfig) -> float:
     with torch.device("meta"):
         model = HybridLM(config)
     matmul = sum(p.numel() for n, p in model.named_parameters() if p.ndim >= 2 and not n.startswith("embed."))
-    attention = config.schedule.count("A") * config.n_heads * config.head_dim * config.context
-    gdn = config.schedule.count("L") * config.n_heads * config.gdn_key_dim * config.gdn_value_dim
-    return 6.0 * matmul + 6.0 * attention + 18.0 * gdn
+    return 6.0 * matmul + sum(layer_kind(letter).mixing_flops(config) for letter in config.schedule)
 
 
 def device_peak(device: torch.device, precision: str) -> tuple[float | None, str]:
@@ -268,7 +269,7 @@ ENCODEC_FRAME_RATE = 75  # frames per second of facebook/encodec_24khz: what "re
 
 def benchmark_generation(config: ModelConfig, frames: int, batches: tuple[int, ...], repeats: int, device: str,
                          precisions: tuple[str, ...]) -> str:
-    """Cached sampling speed (HybridLM.generate, top-k 250) as ms per delayed step and real-time factor.
+    """Cached sampling speed (hybridlm.sampling.generate, top-k 250) as ms per delayed step and real-time factor.
 
     Real-time factor = seconds of audio produced (batch x frames / 75) per second of wall time; > 1 is faster than
     real time. Random weights: the work per step does not depend on the weights. Median of ``repeats`` after one
@@ -289,11 +290,11 @@ def benchmark_generation(config: ModelConfig, frames: int, batches: tuple[int, .
         for precision in precisions:
             times = []
             with autocast(precision, dev):
-                model.generate(2, batch_size=batch)  # warm-up: allocations, fused weight copies
+                generate(model, 2, batch_size=batch)  # warm-up: allocations, fused weight copies
                 for _ in range(repeats):
                     _sync(dev)
                     start = time.perf_counter()
-                    model.generate(frames, batch_size=batch, generator=torch.Generator(dev).manual_seed(0))
+                    generate(model, frames, batch_size=batch, generator=torch.Generator(dev).manual_seed(0))
                     _sync(dev)
                     times.append(time.perf_counter() - start)
             seconds = statistics.median(times)

@@ -91,3 +91,22 @@ class AttentionBlock(nn.Module):
     def forward(self, x: torch.Tensor, offset: int, cache: KVCache | None) -> torch.Tensor:
         h = x + self.attn_norm(self.attn(x, offset, cache))
         return h + self.mlp_norm(self.mlp(h))
+
+    def new_cache(self, batch_size: int, device: torch.device | str, dtype: torch.dtype) -> KVCache:
+        """No past yet: keys and values of 0 steps."""
+        attn = self.attn
+        empty = torch.zeros(batch_size, attn.n_kv_heads, 0, attn.head_dim, device=device, dtype=dtype)
+        return KVCache(k=empty, v=empty.clone())
+
+
+def check_config(config: ModelConfig) -> str | None:
+    """What an attention layer needs of the config beyond its field limits (None: nothing wrong)."""
+    if config.head_dim % 2:
+        return f"'model.d_model' / 'model.n_heads' = {config.head_dim} must be even (RoPE rotates pairs)"
+    return None
+
+
+def mixing_flops(config: ModelConfig) -> float:
+    """Training FLOPs per delayed step of the attention itself (scores and weighted values over the context; the
+    projections are counted with every matmul weight)."""
+    return 6.0 * config.n_heads * config.head_dim * config.context

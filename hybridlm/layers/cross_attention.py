@@ -33,6 +33,12 @@ class CrossCache:
     has_text: torch.Tensor
 
 
+def pointer_weights(pointer: torch.Tensor, text_len: int) -> torch.Tensor:
+    """The pointer ``[B, S]`` as cross-attention weights ``[B, S, text_len]``: one-hot on the id read, all 0 once
+    the text is over (position ``text_len``, the end state)."""
+    return F.one_hot(pointer, text_len + 1)[..., :-1]
+
+
 class CrossAttention(nn.Module):
     """x + tanh(gate) * o(v(text state at the pointer)): cross-attention whose weights are a hard monotonic pointer
     (1 on the id :func:`text_pointer` gives, 0 elsewhere), a gated residual that adds 0 at init.
@@ -64,13 +70,9 @@ class CrossAttention(nn.Module):
         end = self.end.weight[None].expand(states.shape[0], 1, -1).to(states.dtype)
         return CrossCache(v=self.v_proj(torch.cat([states, end], dim=1)), has_text=mask.any(dim=1))
 
-    def forward(self, x: torch.Tensor, memory: CrossCache, pointer: torch.Tensor,
-                alignments: list | None = None) -> torch.Tensor:
-        """``pointer [B, S]``: the text position (``L`` = end) each step reads. ``alignments`` receives the weights
-        as cross-attention weights ``[B, 1, S, L]``: one-hot on the read id, all 0 past the end."""
+    def forward(self, x: torch.Tensor, memory: CrossCache, pointer: torch.Tensor) -> torch.Tensor:
+        """``pointer [B, S]``: the text position (``L`` = end) each step reads."""
         v = memory.v.to(x.dtype)
         out = self.o_proj(v.gather(1, pointer[..., None].expand(-1, -1, v.shape[-1])))
-        if alignments is not None:
-            alignments.append(F.one_hot(pointer, v.shape[1])[None, ..., :-1].transpose(0, 1).to(x.dtype))
         gate = torch.tanh(self.gate) * memory.has_text.to(x.dtype)[:, None, None]
         return x + gate.to(x.dtype) * out

@@ -122,3 +122,18 @@ class GDNBlock(nn.Module):
     def forward(self, x: torch.Tensor, offset: int, cache: GDNCache | None) -> torch.Tensor:
         h = x + self.gdn(self.gdn_norm(x), cache)
         return h + self.mlp(self.mlp_norm(h))
+
+    def new_cache(self, batch_size: int, device: torch.device | str, dtype: torch.dtype) -> GDNCache:
+        """Zero conv history and state: what the full forward assumes before step 0."""
+        gdn = self.gdn
+        return GDNCache(
+            conv=torch.zeros(batch_size, gdn.conv_size - 1, gdn.conv_channels, device=device, dtype=dtype),
+            state=torch.zeros(batch_size, gdn.n_heads, gdn.key_dim, gdn.value_dim, device=device,
+                              dtype=torch.float32),
+        )
+
+
+def mixing_flops(config: ModelConfig) -> float:
+    """Training FLOPs per delayed step of the gated delta rule's state updates and reads (beyond the matmul
+    weights)."""
+    return 18.0 * config.n_heads * config.gdn_key_dim * config.gdn_value_dim

@@ -81,11 +81,10 @@ def write_alignment(weights, text: str, path: Path | str, title: str = "", frame
 def reading_alignment(model: HybridLM, codes: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
     """``[frames, characters]``: cross-attention weights of ``model`` re-reading ``codes [n_q, T]`` against
     ``text [L]``, averaged over cross-attention layers; row t is the step that predicts frame t. They are the
-    pointer path that :meth:`HybridLM.speak` read the codes with (the duration predictor's): one-hot per step, 0
+    pointer path that :func:`hybridlm.sampling.speak` read the codes with (the duration predictor's): one-hot per step, 0
     once the text is over."""
     delayed = sentence_pattern(model.config).build(codes.cpu()).to(text.device)
-    weights: list[torch.Tensor] = []
     with torch.no_grad():
-        model(delayed[None, :, :-1], text=text[None], durations=model.predict_durations(text[None]),
-              alignments=weights)
-    return torch.stack([w[0].float().mean(0) for w in weights]).mean(0)[: codes.shape[-1]]
+        weights = model(delayed[None, :, :-1], text=text[None], durations=model.predict_durations(text[None]),
+                        return_alignments=True).alignments
+    return weights[:, 0].float().mean(0)[: codes.shape[-1]]

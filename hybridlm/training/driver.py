@@ -24,6 +24,7 @@ import torch
 
 from hybridlm.atomic import atomic_dir, write_json
 from hybridlm.config import TrainParams, resolve_device
+from hybridlm.layers.registry import layer_kind
 from hybridlm.model import ModelConfig
 from hybridlm.ops.gated_delta import check_backend_parity, resolve_backend
 from hybridlm.training import distributed
@@ -78,7 +79,8 @@ def _train(model_config: ModelConfig, cfg: TrainParams, device: torch.device, re
         say(f"train: {distributed.world_size()} processes ({distributed.backend()}), each on a share of the global "
             f"batch of {cfg.batch_size} rows")
     precision = resolve_precision(cfg.precision, device)
-    if "L" in model_config.schedule:  # a broken kernel stack fails here, in a second, not after hours of NaNs
+    # A broken kernel stack fails here, in a second, not after hours of NaNs.
+    if any(layer_kind(c).uses_gdn_kernel for c in model_config.schedule):
         backend = resolve_backend(model_config.gdn_backend, device)
         worst = check_backend_parity(backend, device, bf16=precision == "bf16")
         say(f"train: Gated DeltaNet backend {backend} on {device.type} in {precision}: matches the reference "

@@ -100,25 +100,26 @@ def train_step(model: HybridLM, optimizer: torch.optim.Optimizer, micro_batches:
         valid = pattern.target_mask(rows[..., 1:])
         counts = valid.sum(dim=(0, 2)).to(device, non_blocking=True)  # the global batch's: see distributed.local_rows
         inputs = rows[..., :-1]
-        conditioning = {}  # peer models (benchmark) take no text
         if sentences:
             inputs = inputs.masked_fill(sentences.hidden[..., :-1], pattern.pad_id)
             has_id = sentences.text != TEXT_PAD_ID
             ids = max(float(has_id.sum()), 1.0)  # the global count, as for the codes
             target_log = torch.log1p(sentences.durations.float())
-            conditioning = {"text": sentences.text, "durations": sentences.durations, "log_durations": []}
-            conditioning = {k: v if isinstance(v, list) else distributed.local_rows(v).to(device, non_blocking=True)
-                            for k, v in conditioning.items()}
+            conditioning = {k: distributed.local_rows(v).to(device, non_blocking=True)
+                            for k, v in (("text", sentences.text), ("durations", sentences.durations))}
             has_id, target_log = (distributed.local_rows(t).to(device, non_blocking=True) for t in (has_id, target_log))
         inputs, targets = (distributed.local_rows(t).to(device, non_blocking=True) for t in (inputs, rows[..., 1:]))
         valid = distributed.local_rows(valid).to(device, non_blocking=True)
         with distributed.no_sync(model, i < len(micro_batches) - 1):
             with autocast(precision, device):  # through the (DDP) wrapper, which must see the forward
-                hidden = model(inputs, heads=False, **conditioning)
+                if sentences:
+                    hidden, _, log_durations = model(inputs, heads=False, return_log_durations=True, **conditioning)
+                else:  # peer models (benchmark) take no text
+                    hidden = model(inputs, heads=False)
                 loss, _ = heads_cross_entropy(hidden, net.heads.weight, targets, valid, counts=counts)
                 objective = loss
                 if sentences:
-                    error = (conditioning["log_durations"][0].float() - target_log) ** 2
+                    error = (log_durations.float() - target_log) ** 2
                     duration_loss = (error * has_id).sum() / ids
                     objective = loss + duration_loss
                     duration_total += duration_loss.detach() / len(micro_batches)
