@@ -30,25 +30,26 @@ def demo_overrides() -> dict:
 
 
 def summary(workdir: Path) -> str:
-    """EMA val loss/PPL per checkpoint and the training summary, from the metrics files the stages wrote."""
+    """EMA val loss/PPL per checkpoint and the training summary, from the results files the stages wrote (the
+    details: the declared metrics hold only the headline)."""
     stages = read_stages(workdir / "dvc.yaml")
     train_paths = stages["train"].options()
 
     def load(path: Path) -> dict:
         return json.loads((workdir / path).read_text(encoding="utf-8"))
 
-    evals = load(stages["evaluate"].options()["metrics"])
+    evals = load(stages["evaluate"].options()["details"])
     train, timing = load(train_paths["metrics"]), load(train_paths["timing"])
     lines = [f"  step {v['step']:>5}: EMA val loss {v['loss']:.4f}  ppl {v['ppl']:8.2f}"
              for k, v in evals.items() if k != "final"]
     lines.append(f"  train: {train['step']} steps, last train loss {train['train_loss']:.4f}, padded positions "
                  f"{train['pad_fraction']:.2%}, {timing['tokens_per_second'] or 0:,.0f} tokens/s (median)")
-    tts = load(stages["evaluate_tts"].options()["metrics"])
+    tts = load(stages["evaluate_tts"].options()["details"])
     lines += [f"  text-to-speech step {v['step']:>5}: EMA val loss {v['with_text']['loss']:.4f} with the text, "
               f"{v['without_text']['loss']:.4f} without (gap {v['conditioning_gap']:+.4f} nats), content gap "
               f"{v['content_gap']:+.4f} (codebook 0 {v['content_gap_per_codebook']['cb0']:+.4f})"
               for k, v in tts.items() if k != "final"]
-    readings = load(stages["render_tts"].options()["asr_metrics"])
+    readings = load(stages["render_tts"].options()["asr_details"])
     lines += ["  " + reading_line(readings), "  " + summary_line(readings)]
     return "\n".join(lines)
 
@@ -77,6 +78,7 @@ demo: pipeline finished in {minutes:.1f} min.
 {summary(workdir)}
   checkpoints   {workdir / train["checkpoints"]}/   ({', '.join(checkpoints)})
   metrics       {workdir / evaluate["metrics"]} (EMA val loss/PPL per checkpoint), {train["metrics"]}
+  details       {workdir / evaluate["details"]} (every number per checkpoint: per codebook, val targets)
   timing        {workdir / train["timing"]} (tokens/s; apart from the results, which are byte-reproducible)
   curves        {workdir / train["live"]}/plots/metrics/  ->  cd {workdir} && dvc plots show   (writes dvc_plots/index.html)
   gallery       {workdir / render["out"]}/index.html

@@ -1,9 +1,10 @@
 """`hybridlm evaluate`: EMA-weight cross-entropy and perplexity on the whole val split for every checkpoint.
 
-Output ``metrics`` (metrics/eval.json, DVC metrics), one entry per checkpoint plus "final" (the last one), so that
-`dvc metrics diff` lines up the same step across runs:
+Output ``details`` (the results page reads it), one entry per checkpoint plus "final" (the last one):
     {"step_1800": {"step": 1800, "loss": .., "ppl": .., "targets": .., "per_codebook": {"cb0": CE, ..}},
      ..., "final": {...}}
+and ``metrics`` (the DVC metrics), its headline: ``{"step_1800": {"loss": .., "ppl": ..}, ...}``, so that
+`dvc metrics diff` lines up the same step across runs (hybridlm/headline.py).
 Deterministic: fixed chunk order, each chunk from its own BOS, in `evaluate.precision` (default fp32, so that
 the numbers compare across machines whatever precision the run trained in).
 """
@@ -16,10 +17,10 @@ from typing import Annotated
 
 from tqdm import tqdm
 
-from hybridlm.atomic import write_json
 from hybridlm.config import resolve_device, section
 from hybridlm.data.split_reader import read_split
 from hybridlm.delay import DelayPattern
+from hybridlm.headline import write_results
 from hybridlm.interface import Input, Output
 from hybridlm.training.batching import delayed_sequences
 from hybridlm.training.checkpoint import (data_hash, ema_model, load_checkpoint, select_checkpoints,
@@ -28,10 +29,15 @@ from hybridlm.training.evaluation import evaluate_sequences
 from hybridlm.training.precision import resolve_precision
 
 
+HEADLINE = ("loss", "ppl")  # per checkpoint, in `metrics`; the rest is in `details`
+
+
 def run(params: dict, *,
         checkpoints: Annotated[Path, Input("Checkpoint folder to read.")],
         split: Annotated[Path, Input("Split folder to read (val/ is evaluated).")],
-        metrics: Annotated[Path, Output("JSON metrics to write (EMA val loss/PPL per checkpoint).")]) -> None:
+        metrics: Annotated[Path, Output("JSON metrics to write (EMA val loss/PPL per checkpoint).")],
+        details: Annotated[Path, Output("JSON to write every number per checkpoint (also per codebook, targets): "
+                                        "the results page reads it.")]) -> None:
     """EMA validation cross-entropy and perplexity for every checkpoint."""
     model_config = section(params, "model")
     cfg = section(params, "evaluate")
@@ -51,4 +57,4 @@ def run(params: dict, *,
         tqdm.write(f"evaluate: step {step}: EMA val loss {result.loss:.4f}, ppl {result.ppl:.2f} "
                    f"({result.targets:,} tokens)")
     results["final"] = results[f"step_{max(selected)}"]
-    write_json(metrics, results)
+    write_results(metrics, details, results, HEADLINE)

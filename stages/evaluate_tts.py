@@ -1,7 +1,7 @@
 """`hybridlm evaluate_tts`: EMA val cross-entropy of every text-to-speech checkpoint, with the text, without it and
 with a wrong text of the same shape.
 
-Output ``metrics``, one entry per checkpoint plus "final", as the evaluate stage's does:
+Output ``details``, one entry per checkpoint plus "final", as the evaluate stage's does:
     {"step_N": {"step": N, "with_text": {loss, ppl, targets, per_codebook}, "without_text": {...},
                 "wrong_text": {...}, "conditioning_gap": without - with, "content_gap": wrong - with,
                 "content_gap_per_codebook": {"cb0": ..., ...}, "oracle_content_gap": ...,
@@ -15,7 +15,8 @@ is what the model gains from *which* letters the text says, i.e. from reading it
 Every text is read through the align stage's frames per id (``alignments``/val.jsonl; the wrong text keeps them).
 "oracle_*": the same content gap when the model reads with the TRUE alignment (``alignments``/val_oracle.jsonl,
 the synthetic corpus only; null elsewhere): the cap the aligner's accuracy allows.
-Deterministic: fp32 by default, fixed order.
+Output ``metrics`` (the DVC metrics): per checkpoint only the content gap, overall and on codebook 0
+(hybridlm/headline.py). Deterministic: fp32 by default, fixed order.
 """
 
 from __future__ import annotations
@@ -26,10 +27,10 @@ from typing import Annotated
 
 from tqdm import tqdm
 
-from hybridlm.atomic import write_json
 from hybridlm.config import resolve_device, section
 from hybridlm.data.aligner import ORACLE
 from hybridlm.data.sentence_reader import read_durations, read_sentences, sentence_pattern, text_vocab
+from hybridlm.headline import write_results
 from hybridlm.interface import Input, Output
 from hybridlm.model import with_text
 from hybridlm.training.checkpoint import ema_model, load_checkpoint, select_checkpoints, validate_checkpoints
@@ -39,14 +40,19 @@ from hybridlm.training.warm_start import tts_data_hash
 from hybridlm.wrong_text import wrong_texts
 
 
+HEADLINE = ("content_gap", "content_gap_per_codebook.cb0")  # per checkpoint, in `metrics`
+
+
 def run(params: dict, *,
         checkpoints: Annotated[Path, Input("Text-to-speech checkpoint folder to read.")],
         sentences: Annotated[Path, Input("Sentence shards folder to read (val/ is evaluated).")],
         alignments: Annotated[Path, Input("The align stage's folder: val.jsonl gives the frames per text id read "
                                           "with; val_oracle.jsonl, where present, the true ones (the oracle cap).")],
         init_from: Annotated[Path, Input("The checkpoint train_tts started from (part of its data identity).")],
-        metrics: Annotated[Path, Output("JSON metrics to write (val loss with and without the text per "
-                                        "checkpoint).")]) -> None:
+        metrics: Annotated[Path, Output("JSON metrics to write (the content gap per checkpoint, overall and on "
+                                        "codebook 0).")],
+        details: Annotated[Path, Output("JSON to write every number per checkpoint (val loss with, without and "
+                                        "with a wrong text; the gaps): the results page reads it.")]) -> None:
     """EMA val cross-entropy of every text-to-speech checkpoint, with and without the text."""
     model_config = with_text(section(params, "model"), section(params, "tts_model"))
     cfg = section(params, "tts_evaluate")
@@ -84,7 +90,7 @@ def run(params: dict, *,
                    + ("" if oracle is None else f"; with the true alignment {entry['oracle_content_gap']:+.4f}, "
                       f"codebook 0 {entry['oracle_content_gap_per_codebook']['cb0']:+.4f}") + ")")
     results["final"] = results[f"step_{max(checkpoints)}"]
-    write_json(metrics, results)
+    write_results(metrics, details, results, HEADLINE)
 
 
 def content_gap(right: EvalResult, wrong: EvalResult) -> dict:

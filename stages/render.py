@@ -32,7 +32,7 @@ from hybridlm.training.precision import autocast, resolve_precision
 
 
 def eval_entries(path: Path) -> dict[int, dict]:
-    """The evaluate stage's entry (loss, ppl, targets, per_codebook) per step, from metrics/eval.json."""
+    """The evaluate stage's entry (loss, ppl, targets, per_codebook) per step, from its details file."""
     if not path.is_file():
         raise FileNotFoundError(f"{path}: not found (run the evaluate stage first)")
     try:

@@ -10,7 +10,8 @@ characters against seconds: a rising staircase means it reads in order). Output 
 step-NNNNNN/prompt-K.{wav,png,align.png} (and .heard.{wav,png} on the synthetic corpus), codec-resynthesis/val-K.wav
 (the reference row of the page) and index.html.
 
-Metrics (``asr_metrics``, per checkpoint and "final"), over all val readings:
+Metrics (``asr_details``, per checkpoint and "final"; ``asr_metrics``, the DVC metrics, holds only the reading error,
+its floor and the WERs: hybridlm/headline.py), over all val readings:
 - ``duration_correlation`` and ``eos_rate`` (hybridlm.results.reading_metrics), for any corpus;
 - on the synthetic corpus (`data.source: synthetic`), ``reading_error_rate``: the recogniser of
   hybridlm.synthetic_asr, fit on the train sentences, scoring what it hears in each reading against the text's sound
@@ -35,10 +36,11 @@ import torch
 from tqdm import tqdm
 
 from hybridlm import asr
-from hybridlm.atomic import atomic_dir, write_json
+from hybridlm.atomic import atomic_dir
 from hybridlm.config import resolve_device, section
 from hybridlm.data.codec import load_codec
 from hybridlm.data.sentence_reader import read_sentences
+from hybridlm.headline import write_results
 from hybridlm.interface import Input, Output
 from hybridlm.model import with_text
 from hybridlm.prompts import checkpoint_vocab, encode_prompt
@@ -52,9 +54,12 @@ from hybridlm.training.batching import pad_texts
 from hybridlm.training.checkpoint import ema_model, load_checkpoint, select_checkpoints, validate_checkpoints
 from hybridlm.training.precision import autocast, resolve_precision
 
+# Per checkpoint (and the codec ceiling), in `asr_metrics`; everything else is in `asr_details`.
+HEADLINE = ("reading_error_rate", "reading_error_floor", "wer")
+
 
 def eval_entries(path: Path) -> dict[int, dict]:
-    """The evaluate_tts entry (with_text, without_text, gaps) per step, from its metrics."""
+    """The evaluate_tts entry (with_text, without_text, gaps) per step, from its details file."""
     if not path.is_file():
         raise FileNotFoundError(f"{path}: not found (run the evaluate_tts stage first)")
     try:
@@ -106,8 +111,10 @@ def run(params: dict, *,
         eval_metrics: Annotated[Path, Input("The evaluate_tts stage's metrics (val loss per checkpoint, shown in "
                                             "the gallery).")],
         out: Annotated[Path, Output("Folder to write WAVs, spectrograms, alignment plots and index.html to.")],
-        asr_metrics: Annotated[Path, Output("JSON to write the ASR WER/CER of the val readings and their codec "
-                                            "ceiling to.")]) -> None:
+        asr_metrics: Annotated[Path, Output("JSON metrics to write (per checkpoint the reading error and its floor, "
+                                            "the ASR WER; the ASR's WER on the codec resynthesis).")],
+        asr_details: Annotated[Path, Output("JSON to write every reading metric per checkpoint to (duration r, EOS "
+                                            "rate, ASR WER/CER and what was measured).")]) -> None:
     """Every text-to-speech checkpoint reads val transcripts and tts_render.texts aloud: a gallery."""
     config = with_text(section(params, "model"), section(params, "tts_model"))
     cfg = section(params, "tts_render")
@@ -210,6 +217,6 @@ def run(params: dict, *,
         curves = write_curves(tmp / "curves", history, reference=False)
         write_gallery(tmp / "index.html", rows, caption, curves, ["a text-to-speech fine-tune"],
                       title="text-to-speech results", metrics_note=note, reference=reference)
-    write_json(asr_metrics, scores)
+    write_results(asr_metrics, asr_details, scores, HEADLINE)
     print(f"render_tts: {len(rows)} checkpoints x {len(prompts)} prompts ({len(shown)} on the page) -> "
           f"{out}/index.html")

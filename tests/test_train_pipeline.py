@@ -8,6 +8,7 @@ import hashlib
 import json
 import math
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -65,11 +66,14 @@ def test_repro_writes_checkpoints_metrics_and_curves(workspace):
     assert ckpts == ["step-000004.pt", "step-000008.pt"]
     state = load_checkpoint(workspace / "data/checkpoints/step-000008.pt")
     assert state["step"] == 8 and state["codec"]["hybridlm.weights"] == "random"
-    evals = json.loads((workspace / "metrics/eval.json").read_text())
+    evals = json.loads((workspace / "metrics/details/eval.json").read_text())
     assert set(evals) == {"step_4", "step_8", "final"} and evals["final"] == evals["step_8"]
     for entry in evals.values():
         assert entry["ppl"] == pytest.approx(math.exp(entry["loss"]))
         assert entry["loss"] == pytest.approx(sum(entry["per_codebook"].values()) / 8)
+    # the declared metrics: the headline of the details, the same numbers
+    assert json.loads((workspace / "metrics/eval.json").read_text()) == {
+        key: {"loss": evals[key]["loss"], "ppl": evals[key]["ppl"]} for key in ("step_4", "step_8")}
     # The final EMA val loss logged during training is the evaluate stage's number for the same weights.
     train = json.loads((workspace / "metrics/train.json").read_text())
     assert train["step"] == 8 and train["val_ema_loss"] == pytest.approx(evals["step_8"]["loss"], rel=1e-4)
@@ -198,13 +202,14 @@ def test_bad_inputs_give_clear_errors(workspace, tmp_path, monkeypatch):
     (tmp_path / "data/split/val" / "shard-extra.parquet").unlink()
     # A corrupt LATER checkpoint stops evaluate and render before they process the earlier one: nothing written.
     later = tmp_path / "data/checkpoints/step-000008.pt"
-    intact, metrics = later.read_bytes(), (tmp_path / "metrics/eval.json").read_bytes()
+    results = [tmp_path / "metrics/eval.json", tmp_path / "metrics/details/eval.json"]
+    intact, before = later.read_bytes(), [path.read_bytes() for path in results]
     later.write_bytes(intact[: len(intact) // 2])
     for stage in ("evaluate", "render"):
         output = hybridlm(stage)
         assert "step-000008.pt: not a readable checkpoint" in output, output
         assert "step 4:" not in output and "RANDOM weights" not in output, output  # no model or codec work began
-    assert (tmp_path / "metrics/eval.json").read_bytes() == metrics and not (tmp_path / "data/samples").exists()
+    assert [path.read_bytes() for path in results] == before and not (tmp_path / "data/samples").exists()
     assert not list((tmp_path / "data").glob(".samples.*"))
     later.write_bytes(intact)
     ckpt = tmp_path / "data/checkpoints/step-000004.pt"
@@ -220,10 +225,24 @@ def test_exp_run_extends_and_keeps_earlier_checkpoints_byte_identical(workspace)
     after = {p.name: p.read_bytes() for p in (workspace / "data/checkpoints").iterdir()}
     assert sorted(after) == ["step-000004.pt", "step-000008.pt", "step-000012.pt"]
     assert all(after[name] == data for name, data in before.items())
-    evals = json.loads((workspace / "metrics/eval.json").read_text())
+    evals = json.loads((workspace / "metrics/details/eval.json").read_text())
     assert evals["final"]["step"] == 12 and "step_4" in evals
     diff = run_tool(workspace, "dvc", "metrics", "diff", capture=True).stdout
     assert "metrics/eval.json" in diff and "step_12.loss" in diff
+    # Only the headline is declared: the new checkpoint's loss/PPL and the re-run text-to-speech numbers, a few lines
+    # (the files declared before changed in 176 values here); per codebook and the rest are in metrics/details/.
+    changed = json.loads(run_tool(workspace, "dvc", "metrics", "diff", "--json", capture=True).stdout)
+    names = [name for metrics in changed.values() for name in metrics]
+    assert {"step_12.loss", "step_12.ppl"} <= set(names) and len(names) <= 12, names
+    assert {name.rsplit(".", 1)[-1] for name in names} <= {"loss", "ppl", "content_gap", "cb0", "reading_error_rate",
+                                                          "reading_error_floor", "wer"}, names
+    # The documented readable `dvc exp show`: the metrics and params that differ, no dependency hashes.
+    shown = next(line for line in (ROOT / "docs/training.md").read_text().splitlines()
+                 if line.startswith("$ dvc exp show"))
+    table = run_tool(workspace, *shlex.split(shown)[1:], "--no-pager", "--csv", capture=True).stdout
+    columns = table.splitlines()[0].split(",")
+    assert columns[:3] == ["Experiment", "rev", "typ"] and "train.steps" in columns, columns
+    assert {"step_12.loss", "step_12.ppl"} <= set(columns) <= {"Experiment", "rev", "typ", "train.steps", *names}, columns
     assert len((workspace / "dvclive/plots/metrics/train/loss.tsv").read_text().splitlines()) == 1 + 12
     plots = run_tool(workspace, "dvc", "plots", "diff", "-o", "plots-diff", capture=True)
     assert plots.returncode == 0 and (workspace / "plots-diff/index.html").is_file()
@@ -237,7 +256,8 @@ def test_tts_stages_write_checkpoints_the_gap_a_gallery_and_say_reads(workspace,
     assert state["model_config"]["text"]["layers"] >= 1 and state["text_vocab"]["version"] == "chars-v1"
     train = json.loads((workspace / tts["metrics"]).read_text())
     assert train["conditioning_gap"] == pytest.approx(train["val_ema_loss_no_text"] - train["val_ema_loss"])
-    evals = json.loads((workspace / STAGES["evaluate_tts"].options()["metrics"]).read_text())
+    evaluate_tts = STAGES["evaluate_tts"].options()
+    evals = json.loads((workspace / evaluate_tts["details"]).read_text())
     final = evals["final"]
     assert final["step"] == 4 and final["with_text"]["targets"] == final["without_text"]["targets"] > 0
     assert final["conditioning_gap"] == pytest.approx(final["without_text"]["loss"] - final["with_text"]["loss"])
@@ -257,7 +277,8 @@ def test_tts_stages_write_checkpoints_the_gap_a_gallery_and_say_reads(workspace,
     assert (out / "codec-resynthesis/val-0.wav").stat().st_size > 0
     assert 'src="codec-resynthesis/val-0.wav"' in page and "content gap cb0" in page and "EOS rate" in page
     # Intelligibility: the ASR on the 1 val reading per checkpoint and on the codec resynthesis of its real clip.
-    scores = json.loads((workspace / STAGES["render_tts"].options()["asr_metrics"]).read_text())
+    render_tts = STAGES["render_tts"].options()
+    scores = json.loads((workspace / render_tts["asr_details"]).read_text())
     assert scores["asr"] == "pocketsphinx" and scores["codec_weights"] == "random", scores
     assert sorted(k for k in scores if k.startswith("step_")) == ["step_2", "step_4"] and scores["final"]["step"] == 4
     for key in ("ceiling", "step_2", "step_4"):
@@ -268,6 +289,15 @@ def test_tts_stages_write_checkpoints_the_gap_a_gallery_and_say_reads(workspace,
         assert scores[key]["eos_rate"] in (0.0, 1.0) and scores[key]["reading_error_rate"] >= 0
         assert scores[key]["reading_error_floor"] == scores["final"]["reading_error_floor"]
     assert scores["reader"].startswith("hybridlm.synthetic_asr")
+    # the declared metrics: the headline of the details, the same numbers
+    assert json.loads((workspace / evaluate_tts["metrics"]).read_text()) == {
+        f"step_{step}": {"content_gap": evals[f"step_{step}"]["content_gap"],
+                         "content_gap_per_codebook": {"cb0": evals[f"step_{step}"]["content_gap_per_codebook"]["cb0"]}}
+        for step in (2, 4)}
+    assert json.loads((workspace / render_tts["asr_metrics"]).read_text()) == {
+        "ceiling": {"wer": scores["ceiling"]["wer"]},
+        **{f"step_{step}": {key: scores[f"step_{step}"][key] for key in ("reading_error_rate", "reading_error_floor",
+                                                                        "wer")} for step in (2, 4)}}
     assert f"step 4 WER {scores['step_4']['wer']:.2f}" in page and "ceiling (codec resynthesis" in page
     printed = summary(workspace)
     assert "Intelligibility (pocketsphinx ASR" in printed and "content gap" in printed

@@ -81,7 +81,7 @@ def _cell(label: str, sample: GallerySample | None) -> str:
 @dataclass(frozen=True)
 class GalleryRow:
     step: int
-    evaluation: dict | None  # the checkpoint's metrics/eval.json entry (loss, ppl, targets, per_codebook) or None
+    evaluation: dict | None  # the checkpoint's entry in evaluate's details (loss, ppl, targets, per_codebook) or None
     train_loss: float | None  # train loss logged at this step (the checkpoint's history)
     reference_loss: float | None  # the reference run's published EMA val loss at this step, when comparable
     samples: list[GallerySample]
