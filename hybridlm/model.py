@@ -37,6 +37,7 @@ from torch import nn
 from hybridlm.delay import NUM_SPECIAL
 from hybridlm.layers.cross_attention import CrossAttention, CrossCache, pointer_weights, text_pointer
 from hybridlm.layers.init import init_normal
+from hybridlm.layers.mlp import project
 from hybridlm.layers.norms import RMSNorm
 from hybridlm.layers.registry import LAYER_KINDS, describe, layer_kind
 from hybridlm.layers.text_encoder import TextEncoder
@@ -356,7 +357,7 @@ class HybridLM(nn.Module):
             cache.length += steps
         out = self.norm(x)
         if heads:
-            out = self.heads(out).view(batch, steps, cfg.num_codebooks, cfg.vocab_size).transpose(1, 2)
+            out = project(self, out, "heads").view(batch, steps, cfg.num_codebooks, cfg.vocab_size).transpose(1, 2)
         if not (return_alignments or return_log_durations):
             return out
         alignments = None

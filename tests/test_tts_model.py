@@ -262,18 +262,17 @@ def test_gradients_reach_every_parameter_and_text_parts_skip_decay_where_they_sh
 
 # ---------------------------------------------------------------------------------------------------- speak
 def favour_eos_after(model: HybridLM, frames: dict[int, int]):
-    """Make codebook 0 choose EOS once row b has produced ``frames[b]`` frames (a hook on the heads)."""
+    """Make codebook 0 choose EOS once row b has produced ``frames[b]`` frames (a hook on the model's logits)."""
     state = {"step": 0}
 
-    def hook(module, inputs, output):
-        view = output.view(*output.shape[:-1], 8, 1027)
+    def hook(module, inputs, output):  # output: logits [B, 8, S, 1027]
         state["step"] += 1
         for b, n in frames.items():
             if state["step"] > n:  # decode step t = state["step"]: codebook 0 predicts frame t - 1
-                view[b, -1, 0, 1026] += 1e4
+                output[b, 0, -1, 1026] += 1e4
         return output
 
-    return model.heads.register_forward_hook(hook)
+    return model.register_forward_hook(hook)
 
 
 def test_speak_stops_at_eos_per_row_and_at_the_guard():
@@ -319,11 +318,11 @@ def reference_greedy(model: HybridLM, text: torch.Tensor, frames: int, cfg_scale
 
 
 def block_eos(model: HybridLM):
-    def hook(module, inputs, output):
-        output.view(*output.shape[:-1], 8, 1027)[..., 1026] = -1e9
+    def hook(module, inputs, output):  # output: logits [B, 8, S, 1027]
+        output[..., 1026] = -1e9
         return output
 
-    return model.heads.register_forward_hook(hook)
+    return model.register_forward_hook(hook)
 
 
 @pytest.mark.parametrize("cfg_scale", [1.0, 2.5])

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hybridlm.layers.mlp import SwiGLU, fused_weight
+from hybridlm.layers.mlp import SwiGLU, project
 from hybridlm.layers.norms import RMSNorm
 
 if TYPE_CHECKING:
@@ -56,7 +56,7 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor, offset: int, cache: KVCache | None) -> torch.Tensor:
         batch, steps, _ = x.shape
         q_width, kv_width = self.n_heads * self.head_dim, self.n_kv_heads * self.head_dim
-        q, k, v = F.linear(x, fused_weight(self, "q_proj", "k_proj", "v_proj")).split(
+        q, k, v = project(self, x, "q_proj", "k_proj", "v_proj").split(
             [q_width, kv_width, kv_width], dim=-1)  # one GEMM for the three projections
         q = self.q_norm(q).view(batch, steps, self.n_heads, self.head_dim).transpose(1, 2)
         k = self.k_norm(k).view(batch, steps, self.n_kv_heads, self.head_dim).transpose(1, 2)
@@ -75,7 +75,7 @@ class Attention(nn.Module):
                 query_pos = torch.arange(total - steps, total, device=x.device)
                 mask = torch.arange(total, device=x.device)[None, :] <= query_pos[:, None]
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
-        return self.o_proj(out.transpose(1, 2).reshape(batch, steps, self.n_heads * self.head_dim))
+        return project(self, out.transpose(1, 2).reshape(batch, steps, self.n_heads * self.head_dim), "o_proj")
 
 
 class AttentionBlock(nn.Module):

@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hybridlm.layers.mlp import project
+
 if TYPE_CHECKING:
     from hybridlm.model import ModelConfig
 
@@ -73,6 +75,6 @@ class CrossAttention(nn.Module):
     def forward(self, x: torch.Tensor, memory: CrossCache, pointer: torch.Tensor) -> torch.Tensor:
         """``pointer [B, S]``: the text position (``L`` = end) each step reads."""
         v = memory.v.to(x.dtype)
-        out = self.o_proj(v.gather(1, pointer[..., None].expand(-1, -1, v.shape[-1])))
+        out = project(self, v.gather(1, pointer[..., None].expand(-1, -1, v.shape[-1])), "o_proj")
         gate = torch.tanh(self.gate) * memory.has_text.to(x.dtype)[:, None, None]
         return x + gate.to(x.dtype) * out

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hybridlm.layers.mlp import SwiGLU, fused_weight
+from hybridlm.layers.mlp import SwiGLU, project
 from hybridlm.layers.norms import GatedRMSNorm, RMSNorm
 from hybridlm.ops.gated_delta import gated_delta_rule
 
@@ -65,9 +65,9 @@ class GatedDeltaNet(nn.Module):
     def forward(self, x: torch.Tensor, cache: GDNCache | None) -> torch.Tensor:
         batch, steps, _ = x.shape
         h, kd, vd = self.n_heads, self.key_dim, self.value_dim
-        # All six input projections as one GEMM (fused_weight); the parameters stay separate, as in transformers.
-        weight = fused_weight(self, "q_proj", "k_proj", "v_proj", "g_proj", "a_proj", "b_proj")
-        qkv, gate, decay_in, beta_in = F.linear(x, weight).split([self.conv_channels, h * vd, h, h], dim=-1)
+        # All six input projections as one GEMM; the parameters stay separate, as in transformers.
+        projected = project(self, x, "q_proj", "k_proj", "v_proj", "g_proj", "a_proj", "b_proj")
+        qkv, gate, decay_in, beta_in = projected.split([self.conv_channels, h * vd, h, h], dim=-1)
         history = qkv.new_zeros(batch, self.conv_size - 1, self.conv_channels) if cache is None else cache.conv
         padded = torch.cat([history.to(qkv.dtype), qkv], dim=1)  # causal: step s sees steps s-3..s
         if cache is not None:
@@ -91,7 +91,7 @@ class GatedDeltaNet(nn.Module):
         if cache is not None:
             cache.state = state
         out = self.o_norm(out, gate.reshape(batch, steps, h, vd))
-        return self.o_proj(out.reshape(batch, steps, h * vd))
+        return project(self, out.reshape(batch, steps, h * vd), "o_proj")
 
 
     def _depthwise_conv(self, padded: torch.Tensor, steps: int) -> torch.Tensor:
