@@ -1,6 +1,6 @@
 """The hybrid Gated DeltaNet + attention language model over EnCodec codes (OLMo-hybrid layer definitions).
 
-Read top to bottom: config -> cache -> model (embeddings, forward) -> loss and optimizer helpers. The layers it
+Read top to bottom: config -> cache -> model (embeddings, forward) -> optimizer helpers. The layers it
 composes live in hybridlm.layers (attention, Gated DeltaNet, MLP and norms, text encoder, cross-attention; which
 schedule letter builds which: hybridlm.layers.registry); sampling from it lives in hybridlm.sampling.
 
@@ -30,7 +30,6 @@ from dataclasses import dataclass, field
 from typing import Annotated, Literal, NamedTuple
 
 import torch
-import torch.nn.functional as F
 from pydantic import Field, model_validator
 from torch import nn
 
@@ -368,35 +367,8 @@ class HybridLM(nn.Module):
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Loss and optimizer helpers
+# Optimizer helpers
 # ----------------------------------------------------------------------------------------------------------------
-def codebook_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor,
-                           counts: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Cross-entropy per codebook over the targets ``valid`` marks, and the mean over codebooks.
-
-    ``logits [B, n_q, S, vocab]``, ``targets`` and ``valid [B, n_q, S]``. ``valid`` is the delay pattern's
-    ``target_mask`` (the one place that says which ids carry loss: codes, and EOS in the text-to-speech path), so
-    the loss never re-derives it. Averaging per codebook first (rather than over all valid tokens) weighs every
-    codebook equally, which is also what the per-codebook report and perplexity exp(CE) describe. ``counts``
-    (``[n_q]``) replaces this batch's ``valid.sum((0, 2))`` as the divisors: a data-parallel rank passes the global
-    batch's, so that the ranks' losses add up to the global loss.
-    Training and evaluation use the chunked hybridlm.ops.cross_entropy.heads_cross_entropy (no full logits); this
-    is its reference, on materialised logits.
-    """
-    if logits.ndim != 4 or targets.shape != logits.shape[:3] or valid.shape != targets.shape:
-        raise ValueError(f"codebook_cross_entropy: logits must be [B, n_q, S, vocab], targets and valid [B, n_q, S], "
-                         f"got {tuple(logits.shape)}, {tuple(targets.shape)} and {tuple(valid.shape)}")
-    vocab = logits.shape[-1]
-    counts = valid.sum(dim=(0, 2)) if counts is None else counts
-    if bool((counts == 0).any()):
-        raise ValueError(f"codebook_cross_entropy: codebook(s) {counts.eq(0).nonzero().flatten().tolist()} have no "
-                         f"valid targets (all are special ids)")
-    losses = F.cross_entropy(logits.float().reshape(-1, vocab), targets.masked_fill(~valid, -100).reshape(-1),
-                             ignore_index=-100, reduction="none").view(targets.shape)
-    per_codebook = losses.sum(dim=(0, 2)) / counts
-    return per_codebook.mean(), per_codebook
-
-
 def no_decay_parameter_names(model: nn.Module) -> set[str]:
     """Parameters AdamW must not decay: every vector (norm gains, A_log, dt_bias, the duration predictor's one
     bias) and the embeddings.

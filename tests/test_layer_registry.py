@@ -18,7 +18,8 @@ from hybridlm.delay import DelayPattern
 from hybridlm.layers import registry
 from hybridlm.layers.mlp import SwiGLU
 from hybridlm.layers.norms import RMSNorm
-from hybridlm.model import HybridLM, ModelConfig, codebook_cross_entropy, parameter_groups
+from hybridlm.model import HybridLM, ModelConfig, parameter_groups
+from hybridlm.ops.cross_entropy import codebook_cross_entropy
 from hybridlm.params import ParamError
 from hybridlm.stages import info
 from hybridlm.training.loop import train_step

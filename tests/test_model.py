@@ -18,10 +18,10 @@ from hybridlm.layers.gated_deltanet import GDNBlock
 from hybridlm.model import (
     HybridLM,
     ModelConfig,
-    codebook_cross_entropy,
     no_decay_parameter_names,
     parameter_groups,
 )
+from hybridlm.ops.cross_entropy import codebook_cross_entropy
 from hybridlm.config import load_params, section
 from hybridlm.params import ParamError, parse_section
 from hybridlm.sampling import generate

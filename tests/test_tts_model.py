@@ -20,12 +20,12 @@ from hybridlm.model import (
     NO_TEXT,
     ModelConfig,
     TextConfig,
-    codebook_cross_entropy,
     config_from_dict,
     no_decay_parameter_names,
     parameter_groups,
     with_text,
 )
+from hybridlm.ops.cross_entropy import codebook_cross_entropy
 from hybridlm.config import load_params, section
 from hybridlm.params import ParamError
 from hybridlm.sampling import speak

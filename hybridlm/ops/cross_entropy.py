@@ -8,7 +8,7 @@ d loss / d logits = (softmax - onehot) * weight, so d hidden = dlogits W and d W
 [chunk, n_q * vocab] block ever exists. The loss is the last op of the graph, so computing its gradient in the
 forward costs nothing extra; backward only scales the stored gradients by the incoming scalar.
 
-The reference is ``hybridlm.model.codebook_cross_entropy`` (on materialised logits); tests/test_cross_entropy.py
+The reference is :func:`codebook_cross_entropy` below (on materialised logits); tests/test_cross_entropy.py
 checks loss, per-codebook values and both gradients against it. Under autocast the two matmuls run in the
 autocast dtype (as the heads' Linear would); the log-softmax, the sums and the accumulated weight gradient are fp32.
 """
@@ -16,6 +16,7 @@ autocast dtype (as the heads' Linear would); the log-softmax, the sums and the a
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 
 # [4096, 8 * 1027] fp32 = 135 MB per block (vs 0.8 GB for the whole default batch). Measured on 2 CPU cores at
@@ -100,3 +101,30 @@ def heads_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: tor
     flat_valid = valid.transpose(1, 2).reshape(batch * steps, n_q)
     return _HeadsCrossEntropy.apply(hidden.reshape(batch * steps, d_model), weight, flat_targets, flat_valid, counts,
                                     chunk_rows, _compute_dtype(hidden.device))
+
+
+def codebook_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor,
+                           counts: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cross-entropy per codebook over the targets ``valid`` marks, and the mean over codebooks.
+
+    ``logits [B, n_q, S, vocab]``, ``targets`` and ``valid [B, n_q, S]``. ``valid`` is the delay pattern's
+    ``target_mask`` (the one place that says which ids carry loss: codes, and EOS in the text-to-speech path), so
+    the loss never re-derives it. Averaging per codebook first (rather than over all valid tokens) weighs every
+    codebook equally, which is also what the per-codebook report and perplexity exp(CE) describe. ``counts``
+    (``[n_q]``) replaces this batch's ``valid.sum((0, 2))`` as the divisors: a data-parallel rank passes the global
+    batch's, so that the ranks' losses add up to the global loss.
+    Training and evaluation use the chunked :func:`heads_cross_entropy` (no full logits); this is its reference,
+    on materialised logits.
+    """
+    if logits.ndim != 4 or targets.shape != logits.shape[:3] or valid.shape != targets.shape:
+        raise ValueError(f"codebook_cross_entropy: logits must be [B, n_q, S, vocab], targets and valid [B, n_q, S], "
+                         f"got {tuple(logits.shape)}, {tuple(targets.shape)} and {tuple(valid.shape)}")
+    vocab = logits.shape[-1]
+    counts = valid.sum(dim=(0, 2)) if counts is None else counts
+    if bool((counts == 0).any()):
+        raise ValueError(f"codebook_cross_entropy: codebook(s) {counts.eq(0).nonzero().flatten().tolist()} have no "
+                         f"valid targets (all are special ids)")
+    losses = F.cross_entropy(logits.float().reshape(-1, vocab), targets.masked_fill(~valid, -100).reshape(-1),
+                             ignore_index=-100, reduction="none").view(targets.shape)
+    per_codebook = losses.sum(dim=(0, 2)) / counts
+    return per_codebook.mean(), per_codebook
