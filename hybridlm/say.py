@@ -20,7 +20,7 @@ from pydantic import ValidationError, model_validator
 
 from hybridlm.atomic import atomic_path
 from hybridlm.config import MAX_SAMPLE_SECONDS, CfgScale, Device, SampleSeconds, Seed, Temperature, TopK, resolve_device
-from hybridlm.data.codec import load_codec
+from hybridlm.data.codec import shard_codec
 from hybridlm.model import config_from_dict
 from hybridlm.params import SCHEMA_CONFIG, ParamError, phrase
 from hybridlm.prompts import checkpoint_vocab, encode_prompt
@@ -92,9 +92,8 @@ def say(text: str, checkpoint: Path, out: Path, *, cfg_scale: float = 3.0, seed:
     ids = encode_prompt(vocab, opts.text, "say")
     config = config_from_dict(state["model_config"])
     model = ema_model(state, config, dev)
-    meta = state["codec"]
-    codec = load_codec(meta["hybridlm.weights"], meta["hybridlm.codec"], dev)
-    frame_rate = int(meta["hybridlm.frame_rate"])
+    codec = shard_codec(state["codec"], dev)
+    frame_rate = int(state["codec"]["hybridlm.frame_rate"])
     generator = torch.Generator(dev).manual_seed(opts.seed)
     codes, ended = speak(model, torch.tensor([ids], device=dev), max(1, round(opts.max_seconds * frame_rate)),
                                opts.temperature, opts.top_k, generator, opts.cfg_scale)

@@ -3,8 +3,9 @@
 Reads model + tts_model (the model) and tts_train (every train key, plus text_dropout and input_dropout; its
 init_from is templated into this stage's cmd as ``--init-from``); trains on ``sentences`` (one row per clip, ending
 in EOS, with its text) and ``alignments`` (the align stage's frames per text id: where the model reads). The same
-loop, resume store and outputs as `hybridlm train` (hybridlm/training/driver.py), under the paths dvc.yaml gives; the metrics add the val loss with the text dropped and the gap. The warm-start checkpoint's content hash is
-part of the trajectory key, like the data: another starting point never resumes this run.
+loop, resume store and outputs as `hybridlm train` (hybridlm/training/driver.py), under the paths dvc.yaml gives;
+the metrics add the val loss with the text dropped and the gap. The warm-start checkpoint's content hash is part of
+the trajectory key, like the data: another starting point never resumes this run.
 """
 
 from __future__ import annotations

@@ -57,6 +57,10 @@ class Codec:
         self.codebook_size: int = int(config.codebook_size)
         self.bandwidths: tuple[float, ...] = tuple(float(b) for b in config.target_bandwidths)
 
+    def describe(self) -> str:
+        """The codec in words, for a results page's caption."""
+        return f"codec {self.model_id} with {self.weights} weights at {self.sample_rate} Hz"
+
     def num_codebooks(self, bandwidth: float) -> int:
         self._check_bandwidth(bandwidth)
         return int(self.model.quantizer.get_num_quantizers_for_bandwidth(bandwidth))
@@ -79,10 +83,13 @@ class Codec:
 
     @torch.inference_mode()
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
-        """codes [B, n_q, frames] -> float32 waveform [B, frames * hop]."""
+        """codes [B, n_q, frames] -> float32 waveform [B, frames * hop], always under :func:`deterministic_kernels`:
+        the one decode of render, render_tts and `hybridlm say`, so their audio bytes do not depend on the thread
+        count (a caller that forgot the context once made render_tts and `say` differ in the last bit)."""
         if codes.ndim != 3:
             raise ValueError(f"expected codes [B, n_q, frames], got {tuple(codes.shape)}")
-        out = self.model.decode(codes.to(self.device).long()[None], [None], return_dict=True)
+        with deterministic_kernels():
+            out = self.model.decode(codes.to(self.device).long()[None], [None], return_dict=True)
         return out.audio_values[:, 0, : codes.shape[-1] * self.hop_length].float()
 
 
@@ -115,6 +122,12 @@ def load_codec(weights: Literal["pretrained", "random"], model_id: str, device: 
         _calibrate_decoder(model)
     return Codec(model, "random", model_id, dev)
 
+
+
+def shard_codec(meta: dict, device: torch.device) -> Codec:
+    """The codec a set of token shards was made with, from their metadata (``hybridlm.codec``, ``hybridlm.weights``;
+    every checkpoint keeps its shards' metadata): what decodes a model's codes (render, render_tts, `say`)."""
+    return load_codec(meta["hybridlm.weights"], meta["hybridlm.codec"], device)
 
 @torch.inference_mode()
 def _seed_codebooks(model) -> None:

@@ -1,1 +1,2 @@
-"""Results pages: training curves, the sample gallery, alignment plots and the metrics of sampled readings."""
+"""What the stages after training make of the checkpoints: the checkpoint prelude, val metrics, curves, the results
+pages, alignment plots and the metrics of sampled readings."""

@@ -33,6 +33,7 @@ from hybridlm.codegraph import SOURCE_ROOT, stage_code
 from hybridlm.config import TrainParams
 from hybridlm.model import HybridLM, ModelConfig
 from hybridlm.params import params_hash
+from hybridlm.training.ema import with_averaged
 
 FORMAT = "hybridlm-checkpoint/1"
 NAME = re.compile(r"^step-(\d{6,})\.pt$")
@@ -136,9 +137,7 @@ def validate_checkpoints(checkpoints: dict[int, Path], model_config: dict[str, A
 def ema_model(state: dict[str, Any], config: ModelConfig, device: torch.device) -> HybridLM:
     """A model (eval mode, on ``device``) holding a checkpoint's EMA weights: what evaluate and render use."""
     model = HybridLM(config)
-    weights = dict(state["model"])
-    weights.update(state["ema"]["shadow"])
-    model.load_state_dict(weights)
+    model.load_state_dict(with_averaged(state["model"], state["ema"]["shadow"]))
     return model.to(device).eval()
 
 

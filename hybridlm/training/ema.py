@@ -12,6 +12,16 @@ import torch
 from torch import nn
 
 
+def with_averaged(weights: dict[str, torch.Tensor], shadow: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``weights`` (a state dict) with the averaged parameters ``shadow`` in place of its own: the one place EMA
+    weights are merged (the in-training val loss, evaluate, render, `say` and the text-to-speech warm start).
+
+    Why no cast here: ``load_state_dict`` copies each tensor into its parameter and casts there, once; a second cast
+    on the way (as the warm start once made) is a place where the paths could round differently.
+    """
+    return {**weights, **shadow}
+
+
 def ema_decay_at(updates: int, decay: float) -> float:
     """Effective decay for the update that follows ``updates`` earlier updates."""
     return min(decay, (1.0 + updates) / (10.0 + updates))
@@ -35,10 +45,7 @@ class EMA:
 
     def averaged_state_dict(self, model: nn.Module) -> dict[str, torch.Tensor]:
         """The model's state dict with the averaged weights in place of the parameters (buffers as they are)."""
-        state = dict(model.state_dict())
-        for name, value in self.shadow.items():
-            state[name] = value.to(state[name].dtype).clone()
-        return state
+        return with_averaged(model.state_dict(), self.shadow)
 
     def state_dict(self) -> dict:
         return {"decay": self.decay, "updates": self.updates, "shadow": dict(self.shadow)}

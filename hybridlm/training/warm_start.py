@@ -14,6 +14,7 @@ from hybridlm.model import ModelConfig
 from hybridlm.params import params_hash
 from hybridlm.training.checkpoint import (check_compatible, data_hash, hash_files, list_checkpoints,
                                           load_checkpoint)
+from hybridlm.training.ema import with_averaged
 
 
 def resolve_init(init_from: Path) -> Path:
@@ -48,6 +49,4 @@ def warm_start(init_from: Path, config: ModelConfig) -> tuple[dict, str]:
     decoder = {key: value for key, value in state["model_config"].items() if key != "text"}
     check_compatible({**state, "model_config": decoder}, path,
                      {key: value for key, value in dataclasses.asdict(config).items() if key != "text"})
-    weights = dict(state["model"])
-    weights.update({name: value.to(weights[name].dtype) for name, value in state["ema"]["shadow"].items()})
-    return weights, f"{path} (step {state['step']})"
+    return with_averaged(state["model"], state["ema"]["shadow"]), f"{path} (step {state['step']})"
