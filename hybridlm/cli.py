@@ -22,6 +22,15 @@ from hybridlm.params import ParamError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.split("\n")[0])
 
+@app.callback()
+def _start() -> None:
+    """Before any command: glibc malloc keeps freed memory for reuse (hybridlm/allocator.py says why and what it
+    costs), for training, evaluation and the benchmarks alike."""
+    from hybridlm.allocator import keep_freed_memory
+
+    keep_freed_memory()
+
+
 PARAMS = typer.Option(Path("params.yaml"), "--params", "-p", help="params.yaml to read (grouped by stage).")
 
 
