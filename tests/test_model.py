@@ -292,3 +292,41 @@ def test_info_prints_schedule_and_counts(capsys):
     assert "schedule: L L L A L L L A" in out
     assert "21,905,416  (21.9M)" in out
     assert out.count("2,074,476") == 6 and out.count("1,574,144") == 2 and out.count("3,154,944") == 2
+
+
+def test_no_grad_weight_cache_follows_every_weight_change():
+    """project() keeps stacked (and, for decode steps, transposed) weights on the module without gradients; an
+    optimizer step, load_state_dict (how EMA weights come in) and autocast must each give the fresh weights' result,
+    never the cached copy's."""
+    from hybridlm.layers.mlp import SwiGLU
+
+    torch.manual_seed(0)
+    mlp = SwiGLU(16, 24)
+
+    def reference(x):  # F.linear on the current weights, no cache
+        gate, up = F.linear(x, mlp.gate_proj.weight), F.linear(x, mlp.up_proj.weight)
+        return F.linear(F.silu(gate) * up, mlp.down_proj.weight)
+
+    one, many = torch.randn(2, 1, 16), torch.randn(2, 5, 16)
+
+    def check():
+        with torch.no_grad():
+            for x in (one, many):  # the decode layout (S = 1) and the stacked one (S > 1)
+                torch.testing.assert_close(mlp(x), reference(x), rtol=1e-5, atol=1e-6)
+
+    check()
+    with torch.no_grad():
+        cached = mlp(one)
+    optimizer = torch.optim.SGD(mlp.parameters(), lr=0.5)
+    mlp(many).square().sum().backward()
+    optimizer.step()
+    check()
+    with torch.no_grad():
+        assert not torch.allclose(mlp(one), cached)  # the step did change the output the cache would have given
+    state = {k: torch.randn_like(v) for k, v in mlp.state_dict().items()}
+    mlp.load_state_dict(state)
+    check()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):  # a bf16 copy, after the fp32 one
+        out, expected = mlp(one), reference(one)
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), expected.float(), rtol=0, atol=2e-2 * expected.abs().max().item())
