@@ -18,7 +18,7 @@ import typer
 from hybridlm.codegraph import SOURCE_ROOT
 from hybridlm.config import load_params
 from hybridlm.interface import StageFailure, StageSignature, read_stage
-from hybridlm.params import ParamError
+from hybridlm.params import ParamError, naming_file
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.split("\n")[0])
 
@@ -40,12 +40,15 @@ def _fail(exc: Exception) -> None:
 
 
 @contextmanager
-def _clear_errors(*also: type[Exception]):
+def _clear_errors(*also: type[Exception], params_file: Path | None = None):
     """Bad params or paths, a missing file, a failure the user must act on (hybridlm/interface.py), a missing optional
-    package: one red line and exit 2 instead of a traceback. Every command runs under it."""
+    package: one red line and exit 2 instead of a traceback. Every command runs under it; a params error names
+    ``params_file``, the file the command read."""
     try:
         yield
-    except (ParamError, FileNotFoundError, ValueError, StageFailure, ImportError, *also) as exc:
+    except ParamError as exc:
+        _fail(exc if params_file is None else naming_file(exc, params_file))
+    except (FileNotFoundError, ValueError, StageFailure, ImportError, *also) as exc:
         _fail(exc)
 
 
@@ -55,7 +58,7 @@ def _run_stage(name: str, params_path: Path, signature: StageSignature, argument
 
     from hybridlm.pipeline import remove_leftovers
 
-    with _clear_errors():
+    with _clear_errors(params_file=params_path):
         remove_leftovers([arguments[n] for n in signature.paths()])
         params = load_params(params_path)
         importlib.import_module(f"hybridlm.stages.{name}").run(params, **arguments)
@@ -139,7 +142,7 @@ def bench(
         from hybridlm.bench.whole_model import benchmark_generation, run_model_benchmark
 
         precisions = {"both": ("fp32", "bf16"), "bf16": ("bf16",), "fp32": ("fp32",)}
-        with _clear_errors():
+        with _clear_errors(params_file=params):
             if precision not in precisions:
                 raise ValueError(f"bench: --precision must be both, bf16 or fp32, got {precision!r}")
             overrides = {k: v for k, v in (("schedule", schedule), ("d_ff", d_ff)) if v}

@@ -11,7 +11,7 @@ in hybridlm/config.py (and hybridlm/model.py for the two model sections); this m
   Every construction validates, also ``dataclasses.replace`` and configs built in code.
 - The field types below (``Int``, ``Float``, ``Bool``, ``Str``) are strict: YAML's ``true`` is no integer, ``"3"``
   no number and ``24000.0`` no sample rate. A key's range or choices sit in its type (``Annotated``, ``Field``,
-  ``Literal``); rules between keys are ``model_validator``\ s that raise :class:`ParamError` naming the keys.
+  ``Literal``); rules between keys are ``model_validator``s that raise :class:`ParamError` naming the keys.
 - Whatever fails, the error names ``section.key`` (:func:`describe`), so adding a key is one line in its schema.
 """
 
@@ -34,6 +34,19 @@ T = TypeVar("T")
 
 class ParamError(ValueError):
     """A parameter is missing, unknown, of the wrong type or out of range. The message names the key."""
+
+
+DEFAULT_PARAMS_FILE = "params.yaml"
+
+
+def naming_file(exc: ParamError, path: Path | str) -> ParamError:
+    """``exc`` naming the params file that was actually read. The schemas' messages start with ``params.yaml:``,
+    the file every stage reads by default; a command run with ``--params other.yaml`` must blame ``other.yaml``."""
+    prefix = f"{DEFAULT_PARAMS_FILE}: "
+    text = str(exc)
+    if not text.startswith(prefix) or Path(path) == Path(DEFAULT_PARAMS_FILE):
+        return exc
+    return ParamError(f"{path}: {text[len(prefix):]}")
 
 
 class Yaml12Loader(yaml.SafeLoader):
@@ -100,7 +113,7 @@ SCHEMA_CONFIG = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 def params_section(name: str) -> Callable[[type[T]], type[T]]:
     """Class decorator: a frozen, validating pydantic dataclass for section ``name`` (``data.synthetic`` for a
-    nested one) whose construction errors are :class:`ParamError`\ s naming ``name.key``."""
+    nested one) whose construction errors are :class:`ParamError`s naming ``name.key``."""
 
     def wrap(cls: type[T]) -> type[T]:
         cls = pydantic.dataclasses.dataclass(frozen=True, config=SCHEMA_CONFIG)(cls)

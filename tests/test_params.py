@@ -62,6 +62,19 @@ def test_the_cli_refuses_an_unknown_section(tmp_path):
     assert "unknown section 'tokenise'" in result.stderr
 
 
+@pytest.mark.parametrize("name", ["params.yaml", "other.yaml"])
+def test_a_bad_value_names_the_params_file_the_command_read(tmp_path, name):
+    params = load_params(SOURCE_ROOT / "params.yaml")
+    params["model"]["d_model"] = -4
+    (tmp_path / name).write_text(yaml.safe_dump(params))
+    result = subprocess.run([str(Path(sys.executable).parent / "hybridlm"), "info", "--params", name], cwd=tmp_path,
+                            capture_output=True, text=True, check=False)
+    assert result.returncode == 2
+    assert f"error: {name}: 'model.d_model'" in result.stderr, result.stderr
+    if name != "params.yaml":
+        assert "params.yaml" not in result.stderr
+
+
 def test_unquoted_all_digit_sha256_says_to_quote_it(tmp_path):
     digits = "1" * 64
     path = tmp_path / "params.yaml"

@@ -182,3 +182,13 @@ def test_tts_page_puts_the_reading_metrics_beside_the_losses_and_links_the_refer
 def test_tts_page_fits_1400_px_in_headless_chromium(tts_page, tmp_path):
     ok, summary = check_gallery.check(tts_page, tmp_path / "shot.png")
     assert ok and "0 px wider than the 1400 px window" in summary, summary
+
+
+def test_a_silent_clip_gets_a_labelled_spectrogram_without_warnings(tmp_path, recwarn):
+    """Exact silence has no dB scale (log10 of 0): the PNG says "silent" instead of warning and staying blank; a
+    clip with sound in it is still drawn as a spectrogram (a different image)."""
+    silent, tone = tmp_path / "silent.png", tmp_path / "tone.png"
+    write_spectrogram(silent, np.zeros(24_000, dtype=np.float32), 24_000, "silent")
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
+    write_spectrogram(tone, np.sin(np.arange(24_000) * 0.1).astype(np.float32), 24_000, "silent")
+    assert silent.stat().st_size > 1000 and silent.read_bytes() != tone.read_bytes()

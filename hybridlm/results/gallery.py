@@ -31,9 +31,14 @@ def write_wav(path: Path, audio: np.ndarray, sample_rate: int) -> None:
 
 
 def write_spectrogram(path: Path, audio: np.ndarray, sample_rate: int, title: str) -> None:
-    """Log-power spectrogram (dB) as a PNG: 1024-point FFT, 256 hop, 0-12 kHz."""
+    """Log-power spectrogram (dB) as a PNG: 1024-point FFT, 256 hop, 0-12 kHz. Exact silence (an untrained model
+    can decode to it) has no dB scale: its axes say "silent" instead of staying blank."""
     fig, ax = plt.subplots(figsize=(6, 2.4), dpi=100)
-    ax.specgram(audio, NFFT=1024, Fs=sample_rate, noverlap=768, cmap="magma", scale="dB")
+    if np.any(audio):
+        ax.specgram(audio, NFFT=1024, Fs=sample_rate, noverlap=768, cmap="magma", scale="dB")
+    else:
+        ax.set_xlim(0, len(audio) / sample_rate)
+        ax.text(0.5, 0.5, "silent", transform=ax.transAxes, ha="center", va="center")
     ax.set(title=title, xlabel="time (s)", ylabel="Hz", ylim=(0, sample_rate / 2))
     fig.tight_layout()
     fig.savefig(path)
