@@ -184,11 +184,24 @@ def test_tts_page_fits_1400_px_in_headless_chromium(tts_page, tmp_path):
     assert ok and "0 px wider than the 1400 px window" in summary, summary
 
 
-def test_a_silent_clip_gets_a_labelled_spectrogram_without_warnings(tmp_path, recwarn):
-    """Exact silence has no dB scale (log10 of 0): the PNG says "silent" instead of warning and staying blank; a
-    clip with sound in it is still drawn as a spectrogram (a different image)."""
-    silent, tone = tmp_path / "silent.png", tmp_path / "tone.png"
-    write_spectrogram(silent, np.zeros(24_000, dtype=np.float32), 24_000, "silent")
+def test_spectrograms_of_silence_and_of_pauses_draw_without_warnings(tmp_path, recwarn):
+    """Exact zeros have no dB (log10 of 0): a clip with a pause draws the pause at its quietest power instead of
+    warning and leaving it blank, a wholly silent clip says "silent", and a clip without zeros is the very image
+    matplotlib's specgram draws."""
+    import matplotlib.pyplot as plt
+
+    clip = (np.sin(np.arange(48_000) * 0.05) * 0.3).astype(np.float32) + np.float32(0.01)
+    paused = clip.copy()
+    paused[10_000:30_000] = 0
+    for name, audio in {"clip": clip, "paused": paused, "silent": np.zeros_like(clip)}.items():
+        write_spectrogram(tmp_path / f"{name}.png", audio, 24_000, "t")
     assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
-    write_spectrogram(tone, np.sin(np.arange(24_000) * 0.1).astype(np.float32), 24_000, "silent")
-    assert silent.stat().st_size > 1000 and silent.read_bytes() != tone.read_bytes()
+    images = {name: (tmp_path / f"{name}.png").read_bytes() for name in ("clip", "paused", "silent")}
+    assert len(set(images.values())) == 3
+    fig, ax = plt.subplots(figsize=(6, 2.4), dpi=100)
+    ax.specgram(clip, NFFT=1024, Fs=24_000, noverlap=768, cmap="magma", scale="dB")
+    ax.set(title="t", xlabel="time (s)", ylabel="Hz", ylim=(0, 12_000))
+    fig.tight_layout()
+    fig.savefig(tmp_path / "matplotlib.png")
+    plt.close(fig)
+    assert images["clip"] == (tmp_path / "matplotlib.png").read_bytes()

@@ -17,6 +17,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # headless: no display on training machines
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib import mlab  # noqa: E402
 import numpy as np  # noqa: E402
 import soundfile as sf  # noqa: E402
 
@@ -31,11 +32,19 @@ def write_wav(path: Path, audio: np.ndarray, sample_rate: int) -> None:
 
 
 def write_spectrogram(path: Path, audio: np.ndarray, sample_rate: int, title: str) -> None:
-    """Log-power spectrogram (dB) as a PNG: 1024-point FFT, 256 hop, 0-12 kHz. Exact silence (an untrained model
-    can decode to it) has no dB scale: its axes say "silent" instead of staying blank."""
+    """Log-power spectrogram (dB) as a PNG: 1024-point FFT, 256 hop, 0-12 kHz, drawn as matplotlib's ``specgram``
+    draws it, except that bins of exactly zero power (the synthetic corpus's pauses, an untrained model's silence)
+    get the quietest power of the clip instead of log10(0) = -inf, which warned and left them blank. A wholly silent
+    clip has no dB scale: its axes say "silent"."""
     fig, ax = plt.subplots(figsize=(6, 2.4), dpi=100)
-    if np.any(audio):
-        ax.specgram(audio, NFFT=1024, Fs=sample_rate, noverlap=768, cmap="magma", scale="dB")
+    nfft, overlap = 1024, 768
+    spec, freqs, times = mlab.specgram(audio, NFFT=nfft, Fs=sample_rate, noverlap=overlap)
+    if np.any(spec > 0):
+        power_db = 10.0 * np.log10(np.where(spec > 0, spec, spec[spec > 0].min()))
+        pad = (nfft - overlap) / sample_rate / 2  # half a hop beyond the first and last frame centres
+        ax.imshow(np.flipud(power_db), "magma", extent=(times.min() - pad, times.max() + pad, freqs[0], freqs[-1]),
+                  origin="upper")
+        ax.axis("auto")
     else:
         ax.set_xlim(0, len(audio) / sample_rate)
         ax.text(0.5, 0.5, "silent", transform=ax.transAxes, ha="center", va="center")
