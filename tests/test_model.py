@@ -330,3 +330,35 @@ def test_no_grad_weight_cache_follows_every_weight_change():
         out, expected = mlp(one), reference(one)
     assert out.dtype == torch.bfloat16
     torch.testing.assert_close(out.float(), expected.float(), rtol=0, atol=2e-2 * expected.abs().max().item())
+
+
+def test_bf16_decode_projection_is_the_plain_product_bit_for_bit_under_1_and_2_threads():
+    """A bf16 decode step multiplies by oneDNN's packed weight copy where oneDNN has bf16 (layers.mlp._decode_gemv):
+    the same bits as ``x @ W^T`` in bf16, whatever the thread count, and a module holding that copy still deep-copies
+    (the copy starts without it)."""
+    import copy
+
+    from hybridlm.layers.mlp import SwiGLU, _onednn_bf16, project
+
+    torch.manual_seed(0)
+    mlp = SwiGLU(64, 96)
+    x = torch.randn(5, 1, 64)
+    stacked = torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]).bfloat16()
+    expected = x.bfloat16() @ stacked.t()
+    before = torch.get_num_threads()
+    outs = []
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+                outs.append(project(mlp, x, "gate_proj", "up_proj"))
+    finally:
+        torch.set_num_threads(before)
+    layouts = {layout for _, layout in mlp._stacked_weights}
+    assert layouts == ({"packed"} if _onednn_bf16() else {"transposed"})
+    assert all(out.dtype == torch.bfloat16 and torch.equal(out, expected) for out in outs)
+    assert not torch.equal(outs[0], x.bfloat16() @ stacked[:, torch.randperm(64)].t())  # the control: bits differ
+    copied = copy.deepcopy(mlp)
+    assert copied._stacked_weights == {}
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.equal(copied(x), mlp(x))
