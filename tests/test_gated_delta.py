@@ -16,6 +16,7 @@ from hybridlm.ops.gated_delta import (
     check_backend_parity,
     chunk_gated_delta_rule_torch,
     gated_delta_rule,
+    gated_delta_step,
     recurrent_gated_delta_rule,
     resolve_backend,
 )
@@ -109,6 +110,23 @@ def test_step_by_step_decoding_equals_full_run():
         outs.append(o_t)
     torch.testing.assert_close(torch.cat(outs, dim=1), o_full, **OUT_TOL)
     torch.testing.assert_close(state, s_full, **OUT_TOL)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_decode_step_is_the_token_loop_bit_for_bit(dtype):
+    """gated_delta_step (the decoder's one-token step) carries the state through 6 steps with exactly the token
+    loop's bits, outputs (fp32, the loop's before its cast to v's dtype) and states, from fp32 or bf16 q, k, v."""
+    q, k, v, g, beta, state = (x.to(dtype) if i < 3 else x for i, x in enumerate(make_inputs(length=6)))
+    ref_state, step_state = state, state
+    for t in range(6):
+        args = [x[:, t] for x in (q, k, v, g, beta)]
+        ref_out, ref_state = recurrent_gated_delta_rule(*(x[:, t : t + 1] for x in (q, k, v, g, beta)), scale=0.3,
+                                                        initial_state=ref_state, output_final_state=True)
+        if t == 3:  # the control: a step from the initial state, not the carried one, is caught
+            assert not torch.equal(gated_delta_step(*args, state, scale=0.3)[0].to(dtype), ref_out[:, 0])
+        out, step_state = gated_delta_step(*args, step_state, scale=0.3)
+        assert out.dtype == torch.float32 and step_state.dtype == torch.float32
+        assert torch.equal(out.to(dtype), ref_out[:, 0]) and torch.equal(step_state, ref_state)
 
 
 def test_no_state_means_zero_state_and_none_returned():

@@ -11,10 +11,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hybridlm.layers.mlp import SwiGLU, project
+from hybridlm.layers.mlp import SwiGLU, derived, project
 from hybridlm.layers.norms import GatedRMSNorm, RMSNorm
 from hybridlm.ops.causal_conv import causal_conv_silu
-from hybridlm.ops.gated_delta import gated_delta_rule
+from hybridlm.ops.gated_delta import gated_delta_rule, gated_delta_step
 
 if TYPE_CHECKING:
     from hybridlm.model import ModelConfig
@@ -66,9 +66,9 @@ class GatedDeltaNet(nn.Module):
     def forward(self, x: torch.Tensor, cache: GDNCache | None) -> torch.Tensor:
         batch, steps, _ = x.shape
         h, kd, vd = self.n_heads, self.key_dim, self.value_dim
-        # All six input projections as one GEMM; the parameters stay separate, as in transformers.
-        projected = project(self, x, "q_proj", "k_proj", "v_proj", "g_proj", "a_proj", "b_proj")
-        qkv, gate, decay_in, beta_in = projected.split([self.conv_channels, h * vd, h, h], dim=-1)
+        if cache is not None and steps == 1 and not torch.is_grad_enabled():
+            return self._decode_step(x, cache)
+        qkv, gate, decay_in, beta_in = self._project(x)
         history = qkv.new_zeros(batch, self.conv_size - 1, self.conv_channels) if cache is None else cache.conv
         if cache is not None:  # the last conv_size - 1 inputs
             cache.conv = torch.cat([history.to(qkv.dtype), qkv], dim=1)[:, steps:].clone()  # not a view of the cat
@@ -77,10 +77,7 @@ class GatedDeltaNet(nn.Module):
         q = F.normalize(q.reshape(batch, steps, h, kd), dim=-1, eps=L2_EPS)
         k = F.normalize(k.reshape(batch, steps, h, kd), dim=-1, eps=L2_EPS)
         v = v.reshape(batch, steps, h, vd)
-        beta = torch.sigmoid(beta_in)
-        if self.neg_eigval:
-            beta = beta * 2.0
-        log_decay = -self.A_log.float().exp() * F.softplus(decay_in.float() + self.dt_bias.float())
+        log_decay, beta = self._gates(decay_in, beta_in)
         # A single decode step is one recurrence step: the token-loop backend is exact and O(1) there on any device.
         backend = "torch_recurrent" if cache is not None and steps == 1 else self.backend
         out, state = gated_delta_rule(
@@ -92,6 +89,43 @@ class GatedDeltaNet(nn.Module):
             cache.state = state
         out = self.o_norm(out, gate.reshape(batch, steps, h, vd))
         return project(self, out.reshape(batch, steps, h * vd), "o_proj")
+
+    def _project(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """All six input projections as one GEMM (the parameters stay separate, as in transformers): the conv's
+        q, k, v channels, the output gate, the decay and the write-strength inputs."""
+        projected = project(self, x, "q_proj", "k_proj", "v_proj", "g_proj", "a_proj", "b_proj")
+        h = self.n_heads
+        return projected.split([self.conv_channels, h * self.value_dim, h, h], dim=-1)
+
+    def _gates(self, decay_in: torch.Tensor, beta_in: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The log-decay g = -exp(A_log) * softplus(a + dt_bias) (fp32) and the write strength beta."""
+        beta = torch.sigmoid(beta_in)
+        if self.neg_eigval:
+            beta = beta * 2.0
+        return -self.A_log.float().exp() * F.softplus(decay_in.float() + self.dt_bias.float()), beta
+
+    def _decode_step(self, x: torch.Tensor, cache: GDNCache) -> torch.Tensor:
+        """One decode step (``x [B, 1, d]``, no gradients): the forward's maths with a third of its ops, since a
+        batch-1 step is bound by per-op overhead. The conv is one product with the window of the last
+        ``conv_size`` inputs (its taps kept in the compute dtype, :func:`hybridlm.layers.mlp.derived`), whose
+        last ``conv_size - 1`` rows become the history; q and k are normalised in one call; the recurrence is
+        :func:`hybridlm.ops.gated_delta.gated_delta_step`, whose fp32 output goes to the gated norm uncast. In
+        fp32 it matches the forward within rounding (the taps are summed in another order); in bf16 the conv sums
+        in fp32 and q, k, v and the recurrence's output skip bf16 round trips, so it is closer to the fp32
+        forward."""
+        batch = x.shape[0]
+        h, kd, vd = self.n_heads, self.key_dim, self.value_dim
+        qkv, gate, decay_in, beta_in = self._project(x)
+        window = torch.cat([cache.conv.to(qkv.dtype), qkv], dim=1)  # [B, conv_size, channels]
+        cache.conv = window[:, 1:]
+        taps = derived(self, "conv taps", [self.conv.weight], lambda w, dtype: w[0][:, 0].t().contiguous().to(dtype))
+        qkv = F.silu((window * taps).sum(1, dtype=torch.float32))  # the recurrence runs in fp32 anyway
+        qk = F.normalize(qkv[:, : 2 * h * kd].view(batch, 2 * h, kd), dim=-1, eps=L2_EPS)
+        log_decay, beta = self._gates(decay_in[:, 0], beta_in[:, 0])
+        out, cache.state = gated_delta_step(qk[:, :h], qk[:, h:], qkv[:, 2 * h * kd :].view(batch, h, vd), log_decay,
+                                            beta, cache.state, scale=kd**-0.5)
+        out = self.o_norm(out, gate.view(batch, h, vd))
+        return project(self, out.view(batch, 1, h * vd), "o_proj")
 
 
 class GDNBlock(nn.Module):

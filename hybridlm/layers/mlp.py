@@ -3,6 +3,8 @@ one GEMM, and in a decode step a layout that is faster for one row."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -64,7 +66,7 @@ def _compute_dtype(weight: torch.Tensor) -> torch.dtype:
 
 
 class _DerivedWeights(dict):
-    """The per-module store of :func:`_stacked`'s copies: derived data, so a copied or pickled module starts with
+    """The per-module store of :func:`derived`'s copies: derived data, so a copied or pickled module starts with
     none (oneDNN's packed tensors cannot be copied at all, and a stale copy would only be rebuilt)."""
 
     def __deepcopy__(self, memo: dict) -> _DerivedWeights:
@@ -78,24 +80,34 @@ def _stacked(owner: nn.Module, names: tuple[str, ...], layout: str) -> torch.Ten
     """The weights of ``owner``'s Linear submodules ``names`` stacked along the output dim, in the compute dtype
     (autocast's when it is on: nothing is cast per call, and a bf16 copy halves the bytes a memory-bound decode
     step reads), in ``layout``: ``"rows"`` (``[out, in]``), ``"transposed"`` (``[in, out]`` contiguous) or
-    ``"packed"`` (oneDNN's blocked bf16 copy, see :func:`_decode_gemv`). Kept on ``owner`` and rebuilt only when a
-    weight changes (new storage, or an in-place update such as an optimizer step or load_state_dict, which bumps
-    ``_version``): a decode step re-concatenating every layer's weights spent ~30% of its time in the copies.
+    ``"packed"`` (oneDNN's blocked bf16 copy, see :func:`_decode_gemv`): a decode step re-concatenating every
+    layer's weights spent ~30% of its time in the copies."""
+
+    def build(weights: list[torch.Tensor], dtype: torch.dtype) -> torch.Tensor:
+        stacked = torch.cat(weights).to(dtype)
+        if layout == "transposed":
+            return stacked.t().contiguous()
+        return torch.ops.mkldnn._reorder_linear_weight(stacked, 1) if layout == "packed" else stacked
+
+    return derived(owner, (names, layout), [getattr(owner, name).weight for name in names], build)
+
+
+def derived(owner: nn.Module, key: object, weights: list[torch.Tensor],
+            build: Callable[[list[torch.Tensor], torch.dtype], torch.Tensor]) -> torch.Tensor:
+    """``build(weights, compute dtype)``, a copy of ``owner``'s parameters ``weights`` in another form or dtype
+    (stacked, transposed, packed, a conv's taps), made once and kept on ``owner`` under ``key`` (no gradients
+    flow through it: callers use it only with autograd off). Rebuilt only when a weight changes (new storage, or
+    an in-place update such as an optimizer step or load_state_dict, which bumps ``_version``) or the compute
+    dtype (autocast's when it is on) does.
     """
-    weights = [getattr(owner, name).weight for name in names]
     dtype = _compute_dtype(weights[0])
-    key = (dtype, *((w.data_ptr(), w._version) for w in weights))
+    version = (dtype, *((w.data_ptr(), w._version) for w in weights))
     slots = owner.__dict__.get("_stacked_weights")
     if slots is None:
         slots = owner.__dict__["_stacked_weights"] = _DerivedWeights()
-    cached = slots.get((names, layout))
-    if cached is None or cached[0] != key:
-        stacked = torch.cat(weights).to(dtype)
-        if layout == "transposed":
-            stacked = stacked.t().contiguous()
-        elif layout == "packed":
-            stacked = torch.ops.mkldnn._reorder_linear_weight(stacked, 1)
-        cached = slots[(names, layout)] = (key, stacked)
+    cached = slots.get(key)
+    if cached is None or cached[0] != version:
+        cached = slots[key] = (version, build(weights, dtype))
     return cached[1]
 
 

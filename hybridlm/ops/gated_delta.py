@@ -104,14 +104,39 @@ def recurrent_gated_delta_rule(
                 beta.to(f32).unbind(1))
     outs = []
     with _no_autocast(q.device):
-        for q_t, k_t, v_t, decay_t, beta_t in steps:  # q_t, k_t: [B, H, K]; v_t: [B, H, V]; decay_t, beta_t: [B, H]
-            state = state * decay_t[..., None, None]
-            predicted = (k_t.unsqueeze(-2) @ state).squeeze(-2)  # S^T k: [B, H, V]
-            error = (v_t - predicted) * beta_t.unsqueeze(-1)
-            state = state + k_t.unsqueeze(-1) * error.unsqueeze(-2)
-            outs.append((q_t.unsqueeze(-2) @ state).squeeze(-2))
+        for q_t, k_t, v_t, decay_t, beta_t in steps:
+            out, state = _token(state, q_t, k_t, v_t, decay_t, beta_t)
+            outs.append(out)
     o = torch.stack(outs, dim=1).to(v.dtype)  # [B, T, H, V]
     return o, (state if output_final_state else None)
+
+
+def _token(state: torch.Tensor, q_t: torch.Tensor, k_t: torch.Tensor, v_t: torch.Tensor, decay_t: torch.Tensor,
+           beta_t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One token of the recurrence, all fp32 (scale already in ``q_t``): ``q_t, k_t [B, H, K]``, ``v_t [B, H, V]``,
+    ``decay_t = exp(g_t), beta_t [B, H]`` -> (``o_t [B, H, V]``, the new state). Out of place: autograd saves
+    the states. The products are the ``bmm`` that ``k_t.unsqueeze(-2) @ state`` dispatches to, called directly
+    (the same bits, without matmul's expand / reshape bookkeeping: a decode step is overhead-bound)."""
+    rows, key_dim, value_dim = -1, state.shape[-2], state.shape[-1]
+    state = state * decay_t[..., None, None]
+    predicted = torch.bmm(k_t.reshape(rows, 1, key_dim), state.view(rows, key_dim, value_dim))  # S^T k
+    error = (v_t - predicted.view(v_t.shape)) * beta_t.unsqueeze(-1)
+    state = state + k_t.unsqueeze(-1) * error.unsqueeze(-2)
+    out = torch.bmm(q_t.reshape(rows, 1, key_dim), state.view(rows, key_dim, value_dim))
+    return out.view(v_t.shape), state
+
+
+def gated_delta_step(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: torch.Tensor, beta: torch.Tensor,
+                     state: torch.Tensor, *, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """One decoding step: ``q, k [B, H, K]`` (L2-normalised), ``v [B, H, V]``, ``g, beta [B, H]`` and the carried
+    ``state [B, H, K, V]`` (fp32) -> (``o [B, H, V]`` in fp32, the next state). The token loop's arithmetic for
+    T = 1, the same bits as :func:`recurrent_gated_delta_rule` (tests/test_gated_delta.py), without its per-call
+    stacking, unbinding and casts of the time axis: a decode step is overhead-bound (a few us per op), and this
+    is about a third of the token loop's ops at T = 1. The output stays fp32 for the gated norm that follows.
+    """
+    f32 = torch.float32
+    with _no_autocast(q.device):
+        return _token(state.to(f32), q.to(f32) * scale, k.to(f32), v.to(f32), g.to(f32).exp(), beta.to(f32))
 
 
 # ----------------------------------------------------------------------------------------------------------------
