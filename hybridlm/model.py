@@ -329,7 +329,7 @@ class HybridLM(nn.Module):
                              f"got {tuple(tokens.shape)}")
         if tokens.dtype not in (torch.long, torch.int32):
             raise ValueError(f"HybridLM: tokens must be int64/int32 ids, got {tokens.dtype}")
-        low, high = int(tokens.min()), int(tokens.max())
+        low, high = (int(end) for end in tokens.aminmax())  # one pass and one op, not two (a decode step is op-bound)
         if low < 0 or high >= cfg.vocab_size:
             raise ValueError(f"HybridLM: token ids must lie in [0, {cfg.vocab_size}), got [{low}, {high}]")
         batch, _, steps = tokens.shape

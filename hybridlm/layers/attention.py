@@ -16,18 +16,36 @@ if TYPE_CHECKING:
     from hybridlm.model import ModelConfig
 
 
-def apply_rope(x: torch.Tensor, positions: torch.Tensor, theta: float) -> torch.Tensor:
-    """Rotary position embedding on ``x [B, H, S, D]`` (rotate-half pairing: dim i pairs with i + D/2).
+def apply_rope(x: torch.Tensor, offset: int, theta: float) -> torch.Tensor:
+    """Rotary position embedding on ``x [B, H, S, D]`` at positions ``offset ..`` (rotate-half pairing: dim i pairs
+    with i + D/2).
 
     Pair i rotates by angle ``position * theta^(-2i/D)``; positions are absolute, so a cached decode step passes
     its true position (cache length) and gets exactly the rotation the full-sequence forward used.
     """
     half = x.shape[-1] // 2
-    inv_freq = theta ** (-torch.arange(half, device=x.device, dtype=torch.float32) / half)
-    angles = positions.to(torch.float32)[:, None] * inv_freq[None, :]  # [S, D/2]
-    cos, sin = angles.cos(), angles.sin()
-    x1, x2 = x.float()[..., :half], x.float()[..., half:]
+    cos, sin = _rope_table(offset + x.shape[-2], half, theta, x.device)
+    cos, sin = cos[offset : offset + x.shape[-2]], sin[offset : offset + x.shape[-2]]  # [S, D/2]
+    x32 = x.float()
+    x1, x2 = x32[..., :half], x32[..., half:]
     return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).to(x.dtype)
+
+
+_ROPE_TABLES: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def _rope_table(length: int, half: int, theta: float, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin of the RoPE angles of positions ``0 .. n - 1`` (n >= ``length``), ``[n, half]`` fp32, built
+    once per (half, theta, device) and grown by doubling: a decode step rebuilt them for its one position (nine
+    ops of its ~60). Each row is computed alone (position x frequency), so a row's bits do not depend on n."""
+    key = (half, theta, str(device))
+    table = _ROPE_TABLES.get(key)
+    if table is None or table[0].shape[0] < length:
+        n = max(length, 2 * table[0].shape[0] if table is not None else 1024)
+        inv_freq = theta ** (-torch.arange(half, device=device, dtype=torch.float32) / half)
+        angles = torch.arange(n, device=device).to(torch.float32)[:, None] * inv_freq[None, :]
+        table = _ROPE_TABLES[key] = (angles.cos(), angles.sin())
+    return table
 
 
 @dataclass
@@ -61,8 +79,7 @@ class Attention(nn.Module):
         q = self.q_norm(q).view(batch, steps, self.n_heads, self.head_dim).transpose(1, 2)
         k = self.k_norm(k).view(batch, steps, self.n_kv_heads, self.head_dim).transpose(1, 2)
         v = v.reshape(batch, steps, self.n_kv_heads, self.head_dim).transpose(1, 2)
-        positions = torch.arange(offset, offset + steps, device=x.device)
-        q, k = apply_rope(q, positions, self.rope_theta), apply_rope(k, positions, self.rope_theta)
+        q, k = apply_rope(q, offset, self.rope_theta), apply_rope(k, offset, self.rope_theta)
         if cache is not None:
             k = cache.k = torch.cat([cache.k.to(k.dtype), k], dim=2)
             v = cache.v = torch.cat([cache.v.to(v.dtype), v], dim=2)
