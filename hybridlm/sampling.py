@@ -110,12 +110,19 @@ def _sample(model: HybridLM, max_frames: int, batch_size: int, temperature: floa
 
 def sample_codes(logits: torch.Tensor, temperature: float, top_k: int,
                  generator: torch.Generator | None) -> torch.Tensor:
-    """One id per row of ``logits [..., codes]``: greedy at temperature 0, else softmax(logits / T) over the top k."""
+    """One id per row of ``logits [..., codes]``: greedy at temperature 0, else softmax(logits / T) over the top k.
+
+    The draw is by inverse CDF: one uniform number per row, located in the cumulative probabilities of the k
+    candidates (best first). Why not ``torch.multinomial``: it draws an exponential number per *code* (8 x 1024
+    per step), 180 us of a ~10 ms batch-1 step on this project's CPU, against 55 us for top-k, softmax, cumsum and
+    one search (1 thread). Exactly k candidates are kept (ties at the k-th logit are cut by topk's order).
+    """
     if temperature == 0:
         return logits.argmax(dim=-1)
-    logits = logits.float() / temperature
-    if top_k < logits.shape[-1]:
-        kth = logits.topk(top_k, dim=-1).values[..., -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    probs = logits.softmax(dim=-1).reshape(-1, logits.shape[-1])
-    return torch.multinomial(probs, 1, generator=generator).view(logits.shape[:-1])
+    values, ids = (logits.float() / temperature).topk(min(top_k, logits.shape[-1]), dim=-1)
+    cumulative = values.softmax(dim=-1).cumsum_(dim=-1)
+    uniform = torch.rand(ids.shape[:-1] + (1,), generator=generator, device=ids.device)
+    # The first candidate whose cumulative probability exceeds u * total (total ~ 1 but not exactly, in fp32):
+    # a candidate of probability 0 never does, and the clamp guards the last place against rounding.
+    chosen = torch.searchsorted(cumulative, uniform * cumulative[..., -1:], right=True).clamp_(max=ids.shape[-1] - 1)
+    return ids.gather(-1, chosen).squeeze(-1)
