@@ -382,3 +382,25 @@ def test_bf16_decode_projection_is_the_plain_product_bit_for_bit_under_1_and_2_t
     assert copied._stacked_weights == {}
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         assert torch.equal(copied(x), mlp(x))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_rms_norms_without_gradients_give_the_training_forward_bits(dtype):
+    """Without gradients RMSNorm (and the gated norm built on it) runs torch's F.rms_norm: the same bits as the
+    composed ops training differentiates, in fp32 and bf16, under autocast too; a wrong eps (the control) differs."""
+    from hybridlm.layers.norms import GatedRMSNorm, RMSNorm
+
+    torch.manual_seed(0)
+    norm, gated = RMSNorm(96), GatedRMSNorm(96, eps=1e-5)
+    for module in (norm, gated):
+        module.weight.data.normal_()
+    x, gate = (torch.randn(3, 5, 96) * 3).to(dtype), torch.randn(3, 5, 96).to(dtype)
+    for autocast in (False, True):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            trained = norm(x), gated(x, gate)
+            with torch.no_grad():
+                assert torch.equal(norm(x), trained[0]) and torch.equal(gated(x, gate), trained[1])
+                assert norm(x).dtype == dtype
+    norm.eps = 1e-3
+    with torch.no_grad():
+        assert not torch.equal(norm(x), trained[0])
