@@ -51,12 +51,18 @@ def _decode_gemv(owner: nn.Module, x: torch.Tensor, names: tuple[str, ...]) -> t
     input 2316 x 384 85 -> 39 us, the MLP down 384 x 1024 52 -> 29 us), with the same bits as ``x @ W^T`` under 1
     and 2 threads (tests/test_model.py). fp32 keeps ``x @ W^T``: MKL's packed fp32 GEMV measured no faster.
     """
-    weight = getattr(owner, names[0]).weight
-    if weight.device.type == "cpu" and _compute_dtype(weight) == torch.bfloat16 and _onednn_bf16():
-        packed = _stacked(owner, names, "packed")
-        return torch.ops.mkldnn._linear_pointwise(x.to(torch.bfloat16), packed, None, "none", [], "")
-    weight_t = _stacked(owner, names, "transposed")
-    return x.to(weight_t.dtype) @ weight_t
+    weights = _linear_weights(owner, names)
+    dtype = _compute_dtype(weights[0])
+    if dtype == torch.bfloat16 and weights[0].device.type == "cpu" and _onednn_bf16():
+        packed = _stacked(owner, names, "packed", weights, dtype)
+        return torch.ops.mkldnn._linear_pointwise(x.to(dtype), packed, None, "none", [], "")
+    return x.to(dtype) @ _stacked(owner, names, "transposed", weights, dtype)
+
+
+def _linear_weights(owner: nn.Module, names: tuple[str, ...]) -> list[torch.Tensor]:
+    """The weights of ``owner``'s Linear submodules ``names``, read from the module dicts (``getattr`` goes through
+    nn.Module.__getattr__ twice per weight: ~1 us each, 200 times per decode step)."""
+    return [owner._modules[name]._parameters["weight"] for name in names]
 
 
 def _compute_dtype(weight: torch.Tensor) -> torch.dtype:
@@ -76,7 +82,8 @@ class _DerivedWeights(dict):
         return (_DerivedWeights, ())
 
 
-def _stacked(owner: nn.Module, names: tuple[str, ...], layout: str) -> torch.Tensor:
+def _stacked(owner: nn.Module, names: tuple[str, ...], layout: str, weights: list[torch.Tensor] | None = None,
+             dtype: torch.dtype | None = None) -> torch.Tensor:
     """The weights of ``owner``'s Linear submodules ``names`` stacked along the output dim, in the compute dtype
     (autocast's when it is on: nothing is cast per call, and a bf16 copy halves the bytes a memory-bound decode
     step reads), in ``layout``: ``"rows"`` (``[out, in]``), ``"transposed"`` (``[in, out]`` contiguous) or
@@ -89,19 +96,20 @@ def _stacked(owner: nn.Module, names: tuple[str, ...], layout: str) -> torch.Ten
             return stacked.t().contiguous()
         return torch.ops.mkldnn._reorder_linear_weight(stacked, 1) if layout == "packed" else stacked
 
-    return derived(owner, (names, layout), [getattr(owner, name).weight for name in names], build)
+    return derived(owner, (names, layout), weights or _linear_weights(owner, names), build, dtype)
 
 
 def derived(owner: nn.Module, key: object, weights: list[torch.Tensor],
-            build: Callable[[list[torch.Tensor], torch.dtype], torch.Tensor]) -> torch.Tensor:
+            build: Callable[[list[torch.Tensor], torch.dtype], torch.Tensor],
+            dtype: torch.dtype | None = None) -> torch.Tensor:
     """``build(weights, compute dtype)``, a copy of ``owner``'s parameters ``weights`` in another form or dtype
     (stacked, transposed, packed, a conv's taps), made once and kept on ``owner`` under ``key`` (no gradients
     flow through it: callers use it only with autograd off). Rebuilt only when a weight changes (new storage, or
     an in-place update such as an optimizer step or load_state_dict, which bumps ``_version``) or the compute
-    dtype (autocast's when it is on) does.
+    dtype (autocast's when it is on; ``dtype`` when the caller knows it) does.
     """
-    dtype = _compute_dtype(weights[0])
-    version = (dtype, *((w.data_ptr(), w._version) for w in weights))
+    dtype = _compute_dtype(weights[0]) if dtype is None else dtype
+    version = (dtype, *[(w.data_ptr(), w._version) for w in weights])
     slots = owner.__dict__.get("_stacked_weights")
     if slots is None:
         slots = owner.__dict__["_stacked_weights"] = _DerivedWeights()

@@ -97,7 +97,10 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float, gate: torch.Tens
                          f"{tuple(weight.shape)}, gate {None if gate is None else tuple(gate.shape)}")
     if not torch.is_grad_enabled():
         compute = _compute_dtype(x)
-        out = F.rms_norm(x.to(compute), weight.shape, weight.to(compute), eps).to(x.dtype)
+        if x.dtype == weight.dtype == compute:  # no casts to dispatch (a decode step is op-bound)
+            out = F.rms_norm(x, weight.shape, weight, eps)
+        else:
+            out = F.rms_norm(x.to(compute), weight.shape, weight.to(compute), eps).to(x.dtype)
         return out if gate is None else _mul_into(out, F.silu(gate.to(compute)), x.dtype)
     return _RMSNorm.apply(x, weight, gate, eps)
 
