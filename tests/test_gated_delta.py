@@ -115,11 +115,14 @@ def test_step_by_step_decoding_equals_full_run():
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_decode_step_is_the_token_loop_bit_for_bit(dtype):
     """gated_delta_step (the decoder's one-token step) carries the state through 6 steps with exactly the token
-    loop's bits, outputs (fp32, the loop's before its cast to v's dtype) and states, from fp32 or bf16 q, k, v."""
+    loop's bits, outputs (fp32, the loop's before its cast to v's dtype) and states, for q, k, v given in fp32 or
+    bf16 (the step takes them cast to fp32, as the loop casts them); it refuses other dtypes."""
     q, k, v, g, beta, state = (x.to(dtype) if i < 3 else x for i, x in enumerate(make_inputs(length=6)))
     ref_state, step_state = state, state
+    with pytest.raises(ValueError, match="must all be fp32"):
+        gated_delta_step(q[:, 0], k[:, 0], v[:, 0], g[:, 0], beta[:, 0].bfloat16(), state, scale=0.3)
     for t in range(6):
-        args = [x[:, t] for x in (q, k, v, g, beta)]
+        args = [x[:, t].float() for x in (q, k, v, g, beta)]
         ref_out, ref_state = recurrent_gated_delta_rule(*(x[:, t : t + 1] for x in (q, k, v, g, beta)), scale=0.3,
                                                         initial_state=ref_state, output_final_state=True)
         if t == 3:  # the control: a step from the initial state, not the carried one, is caught

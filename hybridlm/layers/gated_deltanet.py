@@ -122,7 +122,7 @@ class GatedDeltaNet(nn.Module):
         taps = derived(self, "conv taps", [self.conv.weight], lambda w, dtype: w[0][:, 0].t().contiguous().to(dtype))
         qkv = F.silu((window * taps).sum(1, dtype=torch.float32))  # the recurrence runs in fp32 anyway
         qk = F.normalize(qkv[:, : 2 * h * kd].view(batch, 2 * h, kd), dim=-1, eps=L2_EPS)
-        log_decay, beta = self._gates(decay_in[:, 0], beta_in[:, 0])
+        log_decay, beta = self._gates(decay_in[:, 0], beta_in[:, 0].float())
         out, cache.state = gated_delta_step(qk[:, :h], qk[:, h:], qkv[:, 2 * h * kd :].view(batch, h, vd), log_decay,
                                             beta, cache.state, scale=kd**-0.5)
         out = self.o_norm(out, gate.view(batch, h, vd))

@@ -128,15 +128,16 @@ def _token(state: torch.Tensor, q_t: torch.Tensor, k_t: torch.Tensor, v_t: torch
 
 def gated_delta_step(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: torch.Tensor, beta: torch.Tensor,
                      state: torch.Tensor, *, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """One decoding step: ``q, k [B, H, K]`` (L2-normalised), ``v [B, H, V]``, ``g, beta [B, H]`` and the carried
-    ``state [B, H, K, V]`` (fp32) -> (``o [B, H, V]`` in fp32, the next state). The token loop's arithmetic for
+    """One decoding step, all fp32: ``q, k [B, H, K]`` (L2-normalised), ``v [B, H, V]``, ``g, beta [B, H]`` and
+    the carried ``state [B, H, K, V]`` -> (``o [B, H, V]``, the next state). The token loop's arithmetic for
     T = 1, the same bits as :func:`recurrent_gated_delta_rule` (tests/test_gated_delta.py), without its per-call
     stacking, unbinding and casts of the time axis: a decode step is overhead-bound (a few us per op), and this
     is about a third of the token loop's ops at T = 1. The output stays fp32 for the gated norm that follows.
     """
-    f32 = torch.float32
+    if any(x.dtype != torch.float32 for x in (q, k, v, g, beta, state)):
+        raise ValueError("gated_delta_step: q, k, v, g, beta and state must all be fp32")
     with _no_autocast(q.device):
-        return _token(state.to(f32), q.to(f32) * scale, k.to(f32), v.to(f32), g.to(f32).exp(), beta.to(f32))
+        return _token(state, q * scale, k, v, g.exp(), beta)
 
 
 # ----------------------------------------------------------------------------------------------------------------
