@@ -103,8 +103,8 @@ def _sample(model: HybridLM, max_frames: int, batch_size: int, temperature: floa
             sampled_eos |= chose
             ends = torch.where(chose | ((ends < 0) & (t - 1 == max_frames)), t - 1, ends)
         seq[..., t] = pattern.step_ids(t, codes, ends)
-        if bool((ends >= 0).all()) and t + 1 >= pattern.num_steps(int(ends.max())):  # every row's last step
-            break
+        if stop_on_eos and bool((ends >= 0).all()) and t + 1 >= pattern.num_steps(int(ends.max())):
+            break  # every row's last step (a fixed length ends with the loop)
     return seq, [(int(e), bool(s)) for e, s in zip(ends, sampled_eos)]
 
 
