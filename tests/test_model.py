@@ -404,3 +404,19 @@ def test_rms_norms_without_gradients_give_the_training_forward_bits(dtype):
     norm.eps = 1e-3
     with torch.no_grad():
         assert not torch.equal(norm(x), trained[0])
+
+
+def test_cached_attention_on_cpu_keeps_fp32_under_bf16_autocast():
+    """A CPU decode step attends in the cache's fp32 (CPU's bf16 one-query attention is the slow kernel): the
+    cache stays fp32 under bf16 autocast and the steps stay within bf16 rounding of the fp32 forward; a cache made
+    in bf16 keeps bf16 (the dtype follows the cache, not autocast)."""
+    model = tiny("A")
+    tokens = random_tokens(2, 6)
+    with torch.no_grad():
+        full = model(tokens)
+        for dtype in (torch.float32, torch.bfloat16):
+            cache = model.new_cache(2, dtype=dtype)
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                steps = torch.cat([model(tokens[..., t : t + 1], cache) for t in range(6)], dim=2).float()
+            assert cache.layers[0].k.dtype == cache.layers[0].v.dtype == dtype
+            assert (steps - full).abs().max() < 0.05 * full.abs().max()

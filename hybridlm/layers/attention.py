@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -103,7 +104,8 @@ class Attention(nn.Module):
         if steps > 1:  # query i sits at absolute position total - steps + i
             query_pos = torch.arange(total - steps, total, device=q.device)
             mask = torch.arange(total, device=q.device)[None, :] <= query_pos[:, None]
-        with torch.autocast(q.device.type, enabled=torch.is_autocast_enabled(q.device.type) and dtype != torch.float32):
+        in_fp32 = dtype == torch.float32 and torch.is_autocast_enabled(q.device.type)  # autocast would cast to bf16
+        with torch.autocast(q.device.type, enabled=False) if in_fp32 else contextlib.nullcontext():
             return F.scaled_dot_product_attention(q.to(dtype), k, v, attn_mask=mask, enable_gqa=True)
 
 
