@@ -15,7 +15,6 @@ from hybridlm.layers.mlp import SwiGLU, derived, project
 from hybridlm.layers.norms import GatedRMSNorm, RMSNorm
 from hybridlm.ops.causal_conv import causal_conv_silu
 from hybridlm.ops.gated_delta import gated_delta_rule, gated_delta_step
-from hybridlm.ops.norms import l2_normalize
 
 if TYPE_CHECKING:
     from hybridlm.model import ModelConfig
@@ -75,8 +74,8 @@ class GatedDeltaNet(nn.Module):
             cache.conv = torch.cat([history.to(qkv.dtype), qkv], dim=1)[:, steps:].clone()  # not a view of the cat
         qkv = causal_conv_silu(qkv, history, self.conv.weight[:, 0].to(qkv.dtype))
         q, k, v = qkv.split([h * kd, h * kd, h * vd], dim=-1)
-        q = l2_normalize(q.reshape(batch, steps, h, kd), L2_EPS)
-        k = l2_normalize(k.reshape(batch, steps, h, kd), L2_EPS)
+        q = F.normalize(q.reshape(batch, steps, h, kd), dim=-1, eps=L2_EPS)
+        k = F.normalize(k.reshape(batch, steps, h, kd), dim=-1, eps=L2_EPS)
         v = v.reshape(batch, steps, h, vd)
         log_decay, beta = self._gates(decay_in, beta_in)
         # A single decode step is one recurrence step: the token-loop backend is exact and O(1) there on any device.
