@@ -129,6 +129,8 @@ def bench(
                                   "and real-time factor at batch 1 and --generate-batch."),
     frames: int = typer.Option(150, help="--generate: frames per sample (75 = 1 s)."),
     generate_batch: int = typer.Option(16, help="--generate: the batched setting timed beside batch 1."),
+    compile: bool = typer.Option(False, "--compile", help="--generate: also time the compiled decode step "
+                                 "(torch.compile; its compile time is reported; on a CPU it needs a C++ compiler)."),
     markdown: Path = typer.Option(None, help="--model/--generate: also write the tables (device, date, figures) "
                                   "to this file."),
 ) -> None:
@@ -153,7 +155,7 @@ def bench(
                                                   baseline, peer)[1])
             if generate:
                 tables.append(benchmark_generation(config, frames, tuple(dict.fromkeys((1, generate_batch))),
-                                                   repeats, device, precisions[precision]))
+                                                   repeats, device, precisions[precision], compile))
             if markdown is not None:
                 write_text(markdown, "\n\n".join(tables) + "\n")
         return

@@ -19,19 +19,20 @@ from hybridlm.model import HybridLM
 
 @torch.no_grad()
 def generate(model: HybridLM, num_frames: int, batch_size: int = 1, temperature: float = 1.0, top_k: int = 250,
-             generator: torch.Generator | None = None) -> torch.Tensor:
+             generator: torch.Generator | None = None, compile: bool = False) -> torch.Tensor:
     """Sample ``[B, n_q, num_frames]`` codes unconditionally. ``generator`` (on the model's device) makes the draw
-    reproducible."""
+    reproducible. ``compile``: decode with :func:`hybridlm.compiled.compiled_forward` (faster per step after a
+    compile; other codes than the eager step's)."""
     if num_frames < 1 or batch_size < 1:
         raise ValueError(f"generate: num_frames and batch_size must be >= 1, got {num_frames}, {batch_size}")
     seq, _ = _sample(model, num_frames, batch_size, temperature, top_k, generator, None, None, 1.0,
-                     stop_on_eos=False)
+                     stop_on_eos=False, compile=compile)
     return DelayPattern(model.config.num_codebooks, model.config.codebook_size).revert(seq)
 
 
 @torch.no_grad()
 def speak(model: HybridLM, text: torch.Tensor, max_frames: int, temperature: float = 1.0, top_k: int = 250,
-          generator: torch.Generator | None = None, cfg_scale: float = 1.0
+          generator: torch.Generator | None = None, cfg_scale: float = 1.0, compile: bool = False
           ) -> tuple[list[torch.Tensor], list[bool]]:
     """Read ``text [B, L]`` aloud: per row, codes ``[n_q, T_b]`` up to the EOS the model samples, and whether it
     sampled one (False: stopped by the ``max_frames`` guard).
@@ -46,13 +47,14 @@ def speak(model: HybridLM, text: torch.Tensor, max_frames: int, temperature: flo
     codes and take their EOS steps from the pattern, and the row is done. ``cfg_scale`` != 1 mixes logits
     with classifier-free guidance: ``uncond + cfg_scale * (cond - uncond)``, the unconditional branch being the
     same rows with the text dropped (batched with the conditional ones); 1 is plain conditional sampling.
+    ``compile`` as in :func:`generate`.
     """
     if max_frames < 1:
         raise ValueError(f"speak: max_frames must be >= 1, got {max_frames}")
     if cfg_scale < 0:
         raise ValueError(f"speak: cfg_scale must be >= 0, got {cfg_scale}")
     seq, ends = _sample(model, max_frames, text.shape[0], temperature, top_k, generator, text,
-                        model.predict_durations(text), cfg_scale, stop_on_eos=True)
+                        model.predict_durations(text), cfg_scale, stop_on_eos=True, compile=compile)
     pattern = DelayPattern(model.config.num_codebooks, model.config.codebook_size, eos=True)
     codes = [pattern.revert(seq[b, :, : pattern.num_steps(int(end))]) for b, (end, _) in enumerate(ends)]
     return codes, [bool(sampled) for _, sampled in ends]
@@ -60,7 +62,7 @@ def speak(model: HybridLM, text: torch.Tensor, max_frames: int, temperature: flo
 
 def _sample(model: HybridLM, max_frames: int, batch_size: int, temperature: float, top_k: int,
             generator: torch.Generator | None, text: torch.Tensor | None, durations: torch.Tensor | None,
-            cfg_scale: float, stop_on_eos: bool) -> tuple[torch.Tensor, list[tuple[int, bool]]]:
+            cfg_scale: float, stop_on_eos: bool, compile: bool) -> tuple[torch.Tensor, list[tuple[int, bool]]]:
     """The decoding loop behind :func:`generate` (fixed length) and :func:`speak` (until EOS).
 
     Returns the delayed sequences ``[B, n_q, steps]`` and per row (frames, ended by a sampled EOS). Rows that
@@ -79,13 +81,18 @@ def _sample(model: HybridLM, max_frames: int, batch_size: int, temperature: floa
         text = torch.cat([text, torch.full_like(text, TEXT_PAD_ID)])
         durations = torch.cat([durations, torch.zeros_like(durations)])
     cache = model.new_cache(batch_size * (2 if guided else 1), device, text=text, durations=durations)
+    forward = model
+    if compile:
+        from hybridlm.compiled import compiled_forward  # only here: importing the compiler takes ~1 s
+
+        forward = compiled_forward(model)
     text_ends = None if cache.ends is None else cache.ends[:batch_size, -1]  # frames the text lasts, per row
     # ends[b]: frames of row b once known (-1 until codebook 0 samples EOS); fixed without EOS.
     ends = torch.full((batch_size,), -1 if stop_on_eos else max_frames, dtype=torch.long, device=device)
     sampled_eos = torch.zeros(batch_size, dtype=torch.bool, device=device)
     for t in range(1, total):
         step = seq[..., t - 1 : t]
-        logits = model(torch.cat([step, step]) if guided else step, cache)[:, :, -1]
+        logits = forward(torch.cat([step, step]) if guided else step, cache)[:, :, -1]
         if guided:
             cond, uncond = logits.float().chunk(2)
             logits = uncond + cfg_scale * (cond - uncond)

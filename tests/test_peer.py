@@ -89,6 +89,11 @@ def test_generation_benchmark_reports_real_time_factors_via_the_cli(tmp_path):
                                       "1", "--generate-batch", "2", "--precision", "both", "--markdown", str(out)])
     assert result.exit_code == 0, result.output
     table = out.read_text()
-    assert "| 1 | fp32 |" in table and "| 2 | bf16 |" in table and "x real time" in table
+    assert "| 1 | fp32 | eager |" in table and "| 2 | bf16 | eager |" in table and "x real time" in table
+    assert "compiled" not in table  # only with --compile: one compile, batch 1 in fp32
+    compiled = CliRunner().invoke(app, ["bench", "--generate", "--params", str(params), "--frames", "3", "--repeats",
+                                        "1", "--generate-batch", "1", "--precision", "fp32", "--compile"])
+    assert compiled.exit_code == 0, compiled.output
+    assert "| 1 | fp32 | eager |" in compiled.output and "| 1 | fp32 | compiled |" in compiled.output
     bad = CliRunner().invoke(app, ["bench", "--generate", "--params", str(params), "--precision", "fp16"])
     assert bad.exit_code == 2 and "--precision must be both, bf16 or fp32" in bad.output

@@ -275,12 +275,14 @@ ENCODEC_FRAME_RATE = 75  # frames per second of facebook/encodec_24khz: what "re
 
 
 def benchmark_generation(config: ModelConfig, frames: int, batches: tuple[int, ...], repeats: int, device: str,
-                         precisions: tuple[str, ...]) -> str:
+                         precisions: tuple[str, ...], compile: bool = False) -> str:
     """Cached sampling speed (hybridlm.sampling.generate, top-k 250) as ms per delayed step and real-time factor.
 
     Real-time factor = seconds of audio produced (batch x frames / 75) per second of wall time; > 1 is faster than
     real time. Random weights: the work per step does not depend on the weights. Median of ``repeats`` after one
-    untimed short run per setting. Returns the markdown table (also printed).
+    untimed short run per setting. ``compile``: each setting also with the compiled decode step
+    (:mod:`hybridlm.compiled`), its untimed first run (the compile) reported. Returns the markdown table (also
+    printed).
     """
     if frames < 1 or repeats < 1 or not batches or min(batches) < 1:
         raise ValueError(f"bench: --frames, --repeats and batch sizes must be >= 1, got {frames}, {repeats}, "
@@ -292,21 +294,27 @@ def benchmark_generation(config: ModelConfig, frames: int, batches: tuple[int, .
     lines = [f"Cached generation, schedule {config.schedule}, {frames} frames ({steps} delayed steps) per sample, "
              f"device {dev.type}, {torch.get_num_threads()} threads, median of {repeats}; real time = "
              f"{ENCODEC_FRAME_RATE} frames/s.", "",
-             "| batch | precision | ms per delayed step | x real time |", "| ---: | --- | ---: | ---: |"]
+             "| batch | precision | decode step | ms per delayed step | x real time | first run s |",
+             "| ---: | --- | --- | ---: | ---: | ---: |"]
     for batch in batches:
         for precision in precisions:
-            times = []
-            with autocast(precision, dev):
-                generate(model, 2, batch_size=batch)  # warm-up: allocations, fused weight copies
-                for _ in range(repeats):
-                    _sync(dev)
-                    start = time.perf_counter()
-                    generate(model, frames, batch_size=batch, generator=torch.Generator(dev).manual_seed(0))
-                    _sync(dev)
-                    times.append(time.perf_counter() - start)
-            seconds = statistics.median(times)
-            lines.append(f"| {batch} | {precision} | {seconds / steps * 1e3:.1f} | "
-                         f"{batch * frames / ENCODEC_FRAME_RATE / seconds:.2f} |")
+            for compiled in (False, True) if compile else (False,):
+                times = []
+                with autocast(precision, dev):
+                    start = time.perf_counter()  # warm-up: allocations, fused weight copies, the compile
+                    generate(model, 2, batch_size=batch, compile=compiled)
+                    first = time.perf_counter() - start
+                    for _ in range(repeats):
+                        _sync(dev)
+                        start = time.perf_counter()
+                        generate(model, frames, batch_size=batch, generator=torch.Generator(dev).manual_seed(0),
+                                 compile=compiled)
+                        _sync(dev)
+                        times.append(time.perf_counter() - start)
+                seconds = statistics.median(times)
+                lines.append(f"| {batch} | {precision} | {'compiled' if compiled else 'eager'} | "
+                             f"{seconds / steps * 1e3:.1f} | {batch * frames / ENCODEC_FRAME_RATE / seconds:.2f} | "
+                             f"{first:.1f} |")
     table = "\n".join(lines)
     print(table)
     return table

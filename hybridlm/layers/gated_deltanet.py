@@ -117,7 +117,7 @@ class GatedDeltaNet(nn.Module):
         h, kd, vd = self.n_heads, self.key_dim, self.value_dim
         qkv, gate, decay_in, beta_in = self._project(x)
         window = torch.cat([cache.conv.to(qkv.dtype), qkv], dim=1)  # [B, conv_size, channels]
-        cache.conv = window[:, 1:]
+        cache.conv = window[:, 1:].clone()  # not a view: a compiled step's guards would check the window
         taps = derived(self, "conv taps", [self.conv.weight], lambda w, dtype: w[0][:, 0].t().contiguous().to(dtype))
         qkv = F.silu((window * taps).sum(1, dtype=torch.float32))  # the recurrence runs in fp32 anyway
         qk = F.normalize(qkv[:, : 2 * h * kd].view(batch, 2 * h, kd), dim=-1, eps=L2_EPS)

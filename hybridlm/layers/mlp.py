@@ -20,12 +20,15 @@ def project(owner: nn.Module, x: torch.Tensor, *names: str) -> torch.Tensor:
     weights, and gets the layout that reads them fastest: in bf16 on a CPU with oneDNN, oneDNN's pre-packed
     (blocked) copy (:func:`_decode_gemv`); otherwise the transpose, stored contiguous, ``x @ W^T`` (measured on
     the default model, 1 thread: the 384 -> 8216 heads in fp32 0.30 ms against F.linear's 0.83 ms). In fp32 the
-    two layouts may round differently in the last bit; in bf16 all three give the same bits.
+    two layouts may round differently in the last bit; in bf16 all three give the same bits. A compiled decode
+    step (:mod:`hybridlm.compiled`) takes ``F.linear`` on the stacked rows: the compiler freezes them as constants
+    and packs them itself.
     """
     if not torch.is_grad_enabled():
-        if x.shape[-2] == 1:
+        if x.shape[-2] == 1 and not torch.compiler.is_compiling():
             return _decode_gemv(owner, x, names)
-        return F.linear(x, getattr(owner, names[0]).weight if len(names) == 1 else _stacked(owner, names, "rows"))
+        weight = getattr(owner, names[0]).weight if len(names) == 1 else _stacked(owner, names, "rows")
+        return F.linear(x.to(_compute_dtype(weight)), weight)
     weights = [getattr(owner, name).weight for name in names]
     return F.linear(x, weights[0] if len(weights) == 1 else torch.cat(weights))
 
@@ -106,9 +109,12 @@ def derived(owner: nn.Module, key: object, weights: list[torch.Tensor],
     (stacked, transposed, packed, a conv's taps), made once and kept on ``owner`` under ``key`` (no gradients
     flow through it: callers use it only with autograd off). Rebuilt only when a weight changes (new storage, or
     an in-place update such as an optimizer step or load_state_dict, which bumps ``_version``) or the compute
-    dtype (autocast's when it is on; ``dtype`` when the caller knows it) does.
+    dtype (autocast's when it is on; ``dtype`` when the caller knows it) does. Under ``torch.compile`` it is
+    ``build`` itself, traced into the graph.
     """
     dtype = _compute_dtype(weights[0]) if dtype is None else dtype
+    if torch.compiler.is_compiling():  # traced once: the compiler folds the copy into a frozen constant
+        return build(weights, dtype)
     version = (dtype, *[(w.data_ptr(), w._version) for w in weights])
     slots = owner.__dict__.get("_stacked_weights")
     if slots is None:
