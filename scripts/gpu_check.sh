@@ -166,7 +166,7 @@ if [ -s "$logs-train.md" ]; then cat "$logs-train.md" >>"$partial"; say ""; else
 
 say "## Targets (issue 17, for one H100)" ""
 steps=$( [ -s "$logs-train.md" ] && table_max "$logs-train.md" '$2 ~ /hybridlm/ && $3 ~ /bf16/' 5)
-realtime=$(table_max "$partial" '$2 ~ /^ *1 *$/ && $3 ~ /(bf16|fp32)/' 5)
+realtime=$(table_max "$partial" '$2 ~ /^ *1 *$/ && $3 ~ /(bf16|fp32)/' 6)
 rm -f "$logs-train.md"
 verdict() {  # verdict VALUE TARGET
     if [ -z "$1" ]; then echo "not measured (see the part above)"

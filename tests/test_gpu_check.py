@@ -70,7 +70,7 @@ def test_dry_run_on_cpu_writes_every_section(tmp_path):
     assert train and "| transformers |" not in text[train.start():]
     steps = train.group(1).replace(",", "")
     assert f"| training, delayed steps/s at 2 x 128, bf16 | {steps} ({int(steps) * 8} tokens/s) |" in text
-    realtime = re.search(r"^\| 1 \| fp32 \| [\d.]+ \| ([\d.]+) \|", text, re.M).group(1)
+    realtime = re.search(r"^\| 1 \| fp32 \| eager \| [\d.]+ \| ([\d.]+) \|", text, re.M).group(1)
     assert f"| one sample (batch 1, best precision), x real time | {realtime} | >= 20 | not judged (dry run) |" in text
     assert sorted(p.name for p in report.parent.iterdir()) == [
         "gpu_check-bench.log", "gpu_check-tests.log", "gpu_check-train.log", "gpu_check.md"]
