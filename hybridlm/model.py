@@ -36,7 +36,7 @@ from torch import nn
 from hybridlm.delay import NUM_SPECIAL
 from hybridlm.layers.cross_attention import CrossAttention, CrossCache, pointer_weights, text_pointer
 from hybridlm.layers.init import init_normal
-from hybridlm.layers.mlp import project
+from hybridlm.layers.projection import project
 from hybridlm.layers.norms import RMSNorm
 from hybridlm.layers.registry import LAYER_KINDS, describe, layer_kind
 from hybridlm.layers.text_encoder import TextEncoder

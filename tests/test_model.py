@@ -353,12 +353,13 @@ def test_no_grad_weight_cache_follows_every_weight_change():
 
 
 def test_bf16_decode_projection_is_the_plain_product_bit_for_bit_under_1_and_2_threads():
-    """A bf16 decode step multiplies by oneDNN's packed weight copy where oneDNN has bf16 (layers.mlp._decode_gemv):
+    """A bf16 decode step multiplies by oneDNN's packed weight copy where oneDNN has bf16 (layers.projection._decode_gemv):
     the same bits as ``x @ W^T`` in bf16, whatever the thread count, and a module holding that copy still deep-copies
     (the copy starts without it)."""
     import copy
 
-    from hybridlm.layers.mlp import SwiGLU, _onednn_bf16, project
+    from hybridlm.layers.mlp import SwiGLU
+    from hybridlm.layers.projection import _onednn_bf16, project
 
     torch.manual_seed(0)
     mlp = SwiGLU(64, 96)

@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hybridlm.layers.mlp import SwiGLU, project
+from hybridlm.layers.mlp import SwiGLU
+from hybridlm.layers.projection import project
 from hybridlm.layers.norms import RMSNorm
 
 if TYPE_CHECKING:

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hybridlm.layers.mlp import project
+from hybridlm.layers.projection import project
 
 if TYPE_CHECKING:
     from hybridlm.model import ModelConfig

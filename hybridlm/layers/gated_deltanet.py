@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hybridlm.layers.mlp import SwiGLU, derived, project
+from hybridlm.layers.mlp import SwiGLU
+from hybridlm.layers.projection import derived, project
 from hybridlm.layers.norms import GatedRMSNorm, RMSNorm
 from hybridlm.ops.causal_conv import causal_conv_silu
 from hybridlm.ops.gated_delta import gated_delta_rule, gated_delta_step
@@ -107,7 +108,7 @@ class GatedDeltaNet(nn.Module):
     def _decode_step(self, x: torch.Tensor, cache: GDNCache) -> torch.Tensor:
         """One decode step (``x [B, 1, d]``, no gradients): the forward's maths with a third of its ops, since a
         batch-1 step is bound by per-op overhead. The conv is one product with the window of the last
-        ``conv_size`` inputs (its taps kept in the compute dtype, :func:`hybridlm.layers.mlp.derived`), whose
+        ``conv_size`` inputs (its taps kept in the compute dtype, :func:`hybridlm.layers.projection.derived`), whose
         last ``conv_size - 1`` rows become the history; q and k are normalised in one call; the recurrence is
         :func:`hybridlm.ops.gated_delta.gated_delta_step`, whose fp32 output goes to the gated norm uncast. In
         fp32 it matches the forward within rounding (the taps are summed in another order); in bf16 the conv sums
