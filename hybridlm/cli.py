@@ -136,6 +136,9 @@ def bench(
 ) -> None:
     """Time forward+backward of each Gated DeltaNet backend and print the table with ratios (or, with --model,
     the whole training step beside transformers; with --generate, sampling speed)."""
+    if compile and not generate:
+        with _clear_errors():
+            raise ValueError("bench: --compile times the compiled decode step; give it with --generate")
     if model or generate:
         import dataclasses
 

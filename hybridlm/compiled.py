@@ -24,6 +24,8 @@ How:
 
 from __future__ import annotations
 
+import os
+import shutil
 import weakref
 from collections.abc import Callable
 
@@ -39,12 +41,20 @@ EAGER_STEPS = 2  # cache lengths the compiler would specialise (0 and 1): run ea
 _compiled: tuple[weakref.ref, tuple, Callable] | None = None
 
 
+def cpp_compiler() -> str | None:
+    """The C++ compiler inductor builds its CPU kernels with (``$CXX``, else g++), or None when it is not on PATH."""
+    return shutil.which(os.environ.get("CXX") or "g++")
+
+
 def compiled_forward(model: HybridLM) -> Callable[[torch.Tensor, ModelCache], torch.Tensor]:
     """``step(tokens, cache) -> logits``: ``model(tokens, cache)``, compiled from the third cached step on (the
     first two run eagerly). Compiles on first use per model, parameter state and autocast dtype (see the module
-    docstring)."""
+    docstring). On a CPU without a C++ compiler: a clear error before any step, not inductor's traceback mid-way."""
     global _compiled
     device = model.heads.weight.device.type
+    if device == "cpu" and cpp_compiler() is None:
+        raise FileNotFoundError(f"compiling the decode step on a CPU needs a C++ compiler for inductor's kernels: "
+                                f"{os.environ.get('CXX') or 'g++'} is not on PATH (install g++, or set CXX)")
     dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None
     state = (dtype, *[(p.data_ptr(), p._version) for p in model.parameters()])
     if _compiled is None or _compiled[0]() is not model or _compiled[1] != state:

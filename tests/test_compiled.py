@@ -11,12 +11,13 @@ import pytest
 import torch
 from torch._dynamo.utils import counters
 
-from hybridlm.compiled import EAGER_STEPS, compiled_forward
+from hybridlm.compiled import EAGER_STEPS, compiled_forward, cpp_compiler
 from hybridlm.layers.text_encoder import TEXT_PAD_ID
 from hybridlm.sampling import speak
 from tests.test_tts_model import frames, open_gates, random_tokens, texts, tiny
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.usefixtures("one_thread"),
+              pytest.mark.skipif(cpp_compiler() is None, reason="inductor on a CPU needs a C++ compiler (g++ or $CXX)")]
 
 TOL = 1e-5
 

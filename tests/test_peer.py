@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from hybridlm.bench.peer import TransformersPeer, copy_weights
+from hybridlm.compiled import cpp_compiler
 from hybridlm.bench.whole_model import flops_per_step, matched_transformer, random_rows, run_model_benchmark
 from hybridlm.delay import DelayPattern
 from hybridlm.model import HybridLM, ModelConfig
@@ -76,24 +77,54 @@ def test_model_benchmark_prints_both_implementations_and_the_ratio(tmp_path, cap
 
 
 def test_generation_benchmark_reports_real_time_factors_via_the_cli(tmp_path):
-    import yaml
     from typer.testing import CliRunner
 
     from hybridlm.cli import app
 
-    params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump({"model": dict(schedule="LLAL", d_model=48, d_ff=64, n_heads=2, n_kv_heads=1,
-                                                    gdn_key_dim=16, gdn_value_dim=24, context=40)}))
+    params = _tiny_bench_params(tmp_path)
     out = tmp_path / "gen.md"
     result = CliRunner().invoke(app, ["bench", "--generate", "--params", str(params), "--frames", "3", "--repeats",
                                       "1", "--generate-batch", "2", "--precision", "both", "--markdown", str(out)])
     assert result.exit_code == 0, result.output
     table = out.read_text()
     assert "| 1 | fp32 | eager |" in table and "| 2 | bf16 | eager |" in table and "x real time" in table
-    assert "compiled" not in table  # only with --compile: one compile, batch 1 in fp32
-    compiled = CliRunner().invoke(app, ["bench", "--generate", "--params", str(params), "--frames", "3", "--repeats",
-                                        "1", "--generate-batch", "1", "--precision", "fp32", "--compile"])
-    assert compiled.exit_code == 0, compiled.output
-    assert "| 1 | fp32 | eager |" in compiled.output and "| 1 | fp32 | compiled |" in compiled.output
+    assert "compiled" not in table  # only with --compile
     bad = CliRunner().invoke(app, ["bench", "--generate", "--params", str(params), "--precision", "fp16"])
     assert bad.exit_code == 2 and "--precision must be both, bf16 or fp32" in bad.output
+
+
+def _tiny_bench_params(tmp_path):
+    import yaml
+
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"model": dict(schedule="LLAL", d_model=48, d_ff=64, n_heads=2, n_kv_heads=1,
+                                                    gdn_key_dim=16, gdn_value_dim=24, context=40)}))
+    return params
+
+
+@pytest.mark.skipif(cpp_compiler() is None, reason="torch.compile on a CPU needs a C++ compiler (g++ or $CXX)")
+def test_generation_benchmark_times_the_compiled_decode_step(tmp_path):
+    from typer.testing import CliRunner
+
+    from hybridlm.cli import app
+
+    argv = ["bench", "--generate", "--params", str(_tiny_bench_params(tmp_path)), "--frames", "3", "--repeats", "1",
+            "--generate-batch", "1", "--precision", "bf16", "--compile"]  # one compile, in bf16 (oneDNN's packing)
+    compiled = CliRunner().invoke(app, argv)
+    assert compiled.exit_code == 0, compiled.output
+    assert "| 1 | bf16 | eager |" in compiled.output and "| 1 | bf16 | compiled |" in compiled.output
+
+
+def test_compile_errors_are_clear_before_any_work(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from hybridlm.cli import app
+
+    params = str(_tiny_bench_params(tmp_path))
+    alone = CliRunner().invoke(app, ["bench", "--model", "--params", params, "--compile"])
+    assert alone.exit_code == 2 and "--compile times the compiled decode step; give it with --generate" in alone.output
+    monkeypatch.setenv("CXX", "no-such-c++")  # a machine without a C++ compiler
+    missing = CliRunner().invoke(app, ["bench", "--generate", "--params", params, "--frames", "3", "--repeats", "1",
+                                       "--generate-batch", "1", "--precision", "fp32", "--compile"])
+    assert missing.exit_code == 2, missing.output
+    assert "needs a C++ compiler" in missing.output and "no-such-c++ is not on PATH" in missing.output

@@ -28,8 +28,7 @@ def project(owner: nn.Module, x: torch.Tensor, *names: str) -> torch.Tensor:
     if not torch.is_grad_enabled():
         if x.shape[-2] == 1 and not torch.compiler.is_compiling():
             return _decode_gemv(owner, x, names)
-        weight = getattr(owner, names[0]).weight if len(names) == 1 else _stacked(owner, names, "rows")
-        return F.linear(x.to(_compute_dtype(weight)), weight)
+        return F.linear(x, getattr(owner, names[0]).weight if len(names) == 1 else _stacked(owner, names, "rows"))
     weights = [getattr(owner, name).weight for name in names]
     return F.linear(x, weights[0] if len(weights) == 1 else torch.cat(weights))
 
